@@ -1,0 +1,130 @@
+"""Input checks done once, in Python, before anything reaches a kernel.
+
+Kernels run with bounds checks off and the GIL released; everything they are
+given has passed through here (or through the O(1) shape checks at the top of
+each compiled kernel). Messages name the argument and what was expected.
+"""
+
+import math
+import numbers
+import operator
+
+import numpy as np
+
+#: dtypes the kernels are compiled for.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: BLAS takes 32-bit dimensions.
+BLAS_INT_MAX = 2**31 - 1
+
+
+def check_dtype(dtype, name="dtype"):
+    """Return `dtype` as a NumPy dtype if it is float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64; got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64; got {dt}")
+    return dt
+
+
+def check_positive_int(value, name, minimum=1):
+    """Return `value` as an int, requiring an integral number >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
+    return value
+
+
+def check_layer_dims(layer_dims):
+    """Return `layer_dims` as a tuple of at least two positive ints."""
+    if isinstance(layer_dims, (str, bytes)) or not hasattr(layer_dims, "__len__"):
+        raise TypeError(f"layer_dims must be a sequence of layer sizes; got {layer_dims!r}")
+    dims = tuple(layer_dims)
+    if len(dims) < 2:
+        raise ValueError(
+            f"layer_dims must have at least 2 entries (input size and output size); got {list(dims)}"
+        )
+    out = []
+    for i, n in enumerate(dims):
+        n = check_positive_int(n, f"layer_dims[{i}]")
+        if n > BLAS_INT_MAX:
+            raise ValueError(f"layer_dims[{i}] = {n} exceeds BLAS's 32-bit limit {BLAS_INT_MAX}")
+        out.append(n)
+    return tuple(out)
+
+
+def check_scalar(value, name, low=None, high=None, low_inclusive=True, high_inclusive=True):
+    """Return `value` as a finite float within the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {low}; got {value}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        op = "<=" if high_inclusive else "<"
+        raise ValueError(f"{name} must be {op} {high}; got {value}")
+    return value
+
+
+def check_learning_rate(learning_rate, name="learning_rate"):
+    """A learning rate is a finite float > 0."""
+    return check_scalar(learning_rate, name, low=0.0, low_inclusive=False)
+
+
+def as_float_matrix(X, name, dtype, n_rows=None, allow_empty=False, check_finite=True):
+    """Validate a 2-D float matrix without copying it.
+
+    Returns `X` itself when it is already a C- or F-contiguous array of
+    `dtype`; a non-contiguous view is copied once into C order. Other float
+    precisions and non-float dtypes are refused (no silent dtype mixing).
+    """
+    if not isinstance(X, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(X).__name__}")
+    if X.dtype != dtype:
+        if X.dtype.kind == "f":
+            raise TypeError(
+                f"{name} has dtype {X.dtype} but the network computes in {dtype}; "
+                f"convert with {name}.astype(np.{dtype})"
+            )
+        raise TypeError(f"{name} must be a {dtype} array; got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape (n_features, m); got shape {X.shape}")
+    if n_rows is not None and X.shape[0] != n_rows:
+        raise ValueError(
+            f"{name} must have {n_rows} rows (one per input feature, examples as columns); "
+            f"got shape {X.shape}"
+        )
+    if X.shape[1] == 0 and not allow_empty:
+        raise ValueError(f"{name} must have at least one example (column); got shape {X.shape}")
+    if X.shape[1] > BLAS_INT_MAX or X.shape[0] > BLAS_INT_MAX:
+        raise ValueError(f"{name} has shape {X.shape}, beyond BLAS's 32-bit limit {BLAS_INT_MAX}")
+    if check_finite and not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or infinity; all values must be finite")
+    if not (X.flags.c_contiguous or X.flags.f_contiguous):
+        X = np.ascontiguousarray(X)
+    return X
+
+
+def as_binary_labels(Y, name, dtype, shape):
+    """Validate labels in {0, 1} of the given shape; return them as a C-contiguous `dtype` array."""
+    if not isinstance(Y, np.ndarray):
+        Y = np.asarray(Y)
+    if Y.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers 0 and 1; got dtype {Y.dtype}")
+    if Y.ndim == 1 and shape[0] == 1:
+        Y = Y.reshape(1, -1)
+    if Y.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {Y.shape}")
+    bad = (Y != 0) & (Y != 1)
+    if bad.any():
+        raise ValueError(
+            f"{name} must contain only the labels 0 and 1; got {np.unique(Y[bad])[:5].tolist()}"
+        )
+    return np.ascontiguousarray(Y, dtype=dtype)
