@@ -1,0 +1,380 @@
+"""The course's functional API, computed by dnnblocks' kernels.
+
+Same names, arguments, return values and cache layout as the step-by-step
+assignment of the deep-learning course ("Building your Deep Neural Network:
+Step by Step") and its application notebook, so that course code can change
+one import::
+
+    from dnnblocks.course import *
+
+and get the same numbers, faster. Every function takes an extra keyword
+``backend="compiled" | "numpy"``. Caches are the course's:
+``linear_activation_forward`` returns ``((A_prev, W, b), Z)``.
+
+Randomness follows the course exactly: initialisation draws from NumPy's
+legacy global generator (``np.random.seed`` then ``np.random.randn``) in the
+course's order.
+"""
+
+import numpy as np
+
+from ._validation import check_layer_dims, check_learning_rate, check_positive_int
+from .backend import get_backend
+from .network import Network
+
+__all__ = [
+    "initialize_parameters_deep",
+    "linear_forward",
+    "linear_activation_forward",
+    "L_model_forward",
+    "compute_cost",
+    "linear_backward",
+    "linear_activation_backward",
+    "L_model_backward",
+    "update_parameters",
+    "predict",
+    "L_layer_model",
+]
+
+_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+# --------------------------------------------------------------------- helpers
+def _float_dtype(*arrays):
+    """The dtype the textbook's NumPy code would compute in: float32 only if every input is."""
+    dtype = np.result_type(*[np.asarray(a).dtype for a in arrays], np.float32)
+    return np.dtype(np.float64) if dtype != np.float32 else np.dtype(np.float32)
+
+
+def _matrix(a, name, dtype, contiguous="C"):
+    """`a` as a 2-D array of `dtype`, copied only when dtype or layout requires it."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}")
+    if contiguous == "any" and arr.dtype == dtype and (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        return arr
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_activation(activation):
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
+
+
+def _n_layers(parameters):
+    if not isinstance(parameters, dict):
+        raise TypeError(f"parameters must be a dict with keys 'W1', 'b1', ...; got {type(parameters).__name__}")
+    L = len(parameters) // 2
+    expected = {f"{p}{l}" for l in range(1, L + 1) for p in "Wb"}
+    if L == 0 or set(parameters) != expected:
+        raise ValueError(
+            f"parameters must have exactly the keys W1, b1, ..., WL, bL; got {sorted(parameters)}"
+        )
+    return L
+
+
+def _labels(Y, name, dtype, shape):
+    Y = _matrix(Y, name, dtype)
+    if Y.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}; got {Y.shape}")
+    return Y
+
+
+# ------------------------------------------------------------- initialisation
+def initialize_parameters_deep(layer_dims, seed=3, scale=0.01):
+    """The course's deep initialisation: ``W = randn(n[l], n[l-1]) * 0.01``, ``b = 0``.
+
+    Parameters
+    ----------
+    layer_dims : list of int
+        ``[n0, n1, ..., nL]``.
+    seed : int or None, default 3
+        Passed to ``np.random.seed`` first, as the step-by-step assignment
+        does; None leaves the global generator as it is.
+    scale : float or "sqrt", default 0.01
+        Multiplier of the standard-normal draws. ``"sqrt"`` divides by
+        ``sqrt(n[l-1])`` instead, as the application notebook does (with seed 1).
+
+    Returns
+    -------
+    parameters : dict
+        ``"W1"``, ``"b1"``, ..., float64 arrays.
+    """
+    dims = check_layer_dims(layer_dims)
+    if seed is not None:
+        np.random.seed(seed)
+    parameters = {}
+    for l in range(1, len(dims)):
+        draws = np.random.randn(dims[l], dims[l - 1])
+        if isinstance(scale, str):
+            if scale != "sqrt":
+                raise ValueError(f"scale must be a number or 'sqrt'; got {scale!r}")
+            parameters["W" + str(l)] = draws / np.sqrt(dims[l - 1])
+        else:
+            parameters["W" + str(l)] = draws * scale
+        parameters["b" + str(l)] = np.zeros((dims[l], 1))
+    return parameters
+
+
+# ------------------------------------------------------------------- forward
+def linear_activation_forward(A_prev, W, b, activation, backend="compiled"):
+    """``Z = W A_prev + b``, ``A = g(Z)``.
+
+    Parameters
+    ----------
+    A_prev : array (n[l-1], m)
+    W : array (n[l], n[l-1])
+    b : array (n[l], 1)
+    activation : {"relu", "sigmoid", "tanh"}
+    backend : {"compiled", "numpy"}
+
+    Returns
+    -------
+    A : ndarray (n[l], m)
+    cache : tuple
+        ``((A_prev, W, b), Z)``, the course's layout.
+    """
+    _check_activation(activation)
+    return _forward(A_prev, W, b, activation, backend)
+
+
+def _forward(A_prev, W, b, activation, backend):
+    kernels = get_backend(backend)
+    dtype = _float_dtype(A_prev, W, b)
+    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
+    W = _matrix(W, "W", dtype)
+    b = _matrix(b, "b", dtype)
+    Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=dtype)
+    A = Z if activation == "identity" else np.empty_like(Z)
+    kernels.linear_activation_forward(W, b, A_prev, activation, Z, A)
+    return A, ((A_prev, W, b), Z)
+
+
+def linear_forward(A, W, b, backend="compiled"):
+    """The linear part of a layer: ``Z = W A + b``.
+
+    Returns
+    -------
+    Z : ndarray (n[l], m)
+    cache : tuple
+        ``(A, W, b)``.
+    """
+    Z, (cache, _) = _forward(A, W, b, "identity", backend)
+    return Z, cache
+
+
+def L_model_forward(X, parameters, backend="compiled", hidden_activation="relu"):
+    """Forward pass of the L-layer model: [LINEAR -> RELU] * (L-1) -> LINEAR -> SIGMOID.
+
+    Returns
+    -------
+    AL : ndarray (n[L], m)
+    caches : list
+        One ``((A_prev, W, b), Z)`` per layer.
+    """
+    _check_activation(hidden_activation)
+    L = _n_layers(parameters)
+    caches = []
+    A = X
+    for l in range(1, L + 1):
+        activation = "sigmoid" if l == L else hidden_activation
+        A, cache = _forward(A, parameters["W" + str(l)], parameters["b" + str(l)], activation, backend)
+        caches.append(cache)
+    return A, caches
+
+
+def compute_cost(AL, Y, backend="compiled"):
+    """Cross-entropy cost ``-(1/m) sum(Y log AL + (1-Y) log(1-AL))``.
+
+    Returns
+    -------
+    cost : float
+    """
+    dtype = _float_dtype(AL, Y)
+    AL = _matrix(AL, "AL", dtype)
+    Y = _labels(Y, "Y", dtype, AL.shape)
+    return float(get_backend(backend).cross_entropy_cost(AL, Y))
+
+
+# ------------------------------------------------------------------ backward
+def linear_backward(dZ, cache, backend="compiled"):
+    """The linear part of the backward step of one layer.
+
+    Parameters
+    ----------
+    dZ : array (n[l], m)
+    cache : tuple ``(A_prev, W, b)``
+
+    Returns
+    -------
+    dA_prev : ndarray (n[l-1], m)
+    dW : ndarray (n[l], n[l-1])
+    db : ndarray (n[l], 1)
+    """
+    A_prev, W, b = cache
+    dtype = _float_dtype(dZ, A_prev, W, b)
+    dZ = _matrix(dZ, "dZ", dtype)
+    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
+    W = _matrix(W, "W", dtype)
+    b = _matrix(b, "b", dtype)
+    if b.shape != (W.shape[0], 1):
+        raise ValueError(f"b must have shape ({W.shape[0]}, 1); got {b.shape}")
+    kernels = get_backend(backend)
+    m = dZ.shape[1]
+    dW = np.empty_like(W)
+    dA_prev = np.empty((W.shape[1], m), dtype=dtype)
+    kernels.linear_backward(dZ, A_prev, W, dW, dA_prev, 1.0 / m)
+    db = dZ.sum(axis=1, keepdims=True) / m
+    return dA_prev, dW, db
+
+
+def linear_activation_backward(dA, cache, activation, backend="compiled"):
+    """Backward step of a LINEAR -> ACTIVATION layer.
+
+    Parameters
+    ----------
+    dA : array (n[l], m)
+    cache : tuple ``((A_prev, W, b), Z)``
+    activation : {"relu", "sigmoid", "tanh"}
+
+    Returns
+    -------
+    dA_prev, dW, db : ndarray
+    """
+    _check_activation(activation)
+    linear_cache, Z = cache
+    A_prev, W, b = linear_cache
+    dtype = _float_dtype(dA, Z, A_prev, W, b)
+    dA = _matrix(dA, "dA", dtype)
+    Z = _matrix(Z, "Z", dtype)
+    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
+    W = _matrix(W, "W", dtype)
+    b = _matrix(b, "b", dtype)
+    if b.shape != (W.shape[0], 1):
+        raise ValueError(f"b must have shape ({W.shape[0]}, 1); got {b.shape}")
+    kernels = get_backend(backend)
+    m = Z.shape[1]
+    dZ = np.empty_like(Z)
+    db = np.empty_like(b)
+    # The course's cache keeps Z only, so g'(Z) is recomputed from it (A=None).
+    kernels.activation_backward(dA, Z, None, activation, dZ, db, 1.0 / m)
+    dW = np.empty_like(W)
+    dA_prev = np.empty((W.shape[1], m), dtype=dtype)
+    kernels.linear_backward(dZ, A_prev, W, dW, dA_prev, 1.0 / m)
+    return dA_prev, dW, db
+
+
+def L_model_backward(AL, Y, caches, backend="compiled", hidden_activation="relu"):
+    """Backward pass of the L-layer model.
+
+    Starts, as the course does, from ``dAL = -(Y/AL - (1-Y)/(1-AL))`` and the
+    sigmoid's derivative at the cached Z.
+
+    Returns
+    -------
+    grads : dict
+        ``"dA0"``, ..., ``"dA{L-1}"``, ``"dW1"``, ..., ``"db1"``, ...
+    """
+    _check_activation(hidden_activation)
+    L = len(caches)
+    if L == 0:
+        raise ValueError("caches must hold one cache per layer; got none")
+    dtype = _float_dtype(AL, Y)
+    AL = _matrix(AL, "AL", dtype)
+    Y = _labels(Y, "Y", dtype, AL.shape)
+    grads = {}
+    dAL = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
+    dA_prev, dW, db = linear_activation_backward(dAL, caches[L - 1], "sigmoid", backend)
+    grads["dA" + str(L - 1)], grads["dW" + str(L)], grads["db" + str(L)] = dA_prev, dW, db
+    for l in reversed(range(L - 1)):
+        dA_prev, dW, db = linear_activation_backward(grads["dA" + str(l + 1)], caches[l], hidden_activation, backend)
+        grads["dA" + str(l)], grads["dW" + str(l + 1)], grads["db" + str(l + 1)] = dA_prev, dW, db
+    return grads
+
+
+def update_parameters(parameters, grads, learning_rate, backend="compiled"):
+    """One gradient-descent step; returns new parameters (the inputs are not modified).
+
+    Parameters
+    ----------
+    parameters : dict ``"W1"``, ``"b1"``, ...
+    grads : dict with ``"dW1"``, ``"db1"``, ...
+    learning_rate : float
+
+    Returns
+    -------
+    parameters : dict
+    """
+    L = _n_layers(parameters)
+    learning_rate = check_learning_rate(learning_rate)
+    kernels = get_backend(backend)
+    updated = {}
+    for name in sorted(parameters):
+        if "d" + name not in grads:
+            raise ValueError(f"grads is missing 'd{name}'")
+        param = parameters[name]
+        dtype = _float_dtype(param, grads["d" + name])
+        new = np.array(param, dtype=dtype, order="C", copy=True)
+        grad = _matrix(grads["d" + name], "d" + name, dtype)
+        if new.ndim != 2 or grad.shape != new.shape:
+            raise ValueError(f"grads['d{name}'] must have shape {new.shape}; got {grad.shape}")
+        kernels.gradient_descent_update(new, grad, learning_rate)
+        updated[name] = new
+    assert len(updated) == 2 * L
+    return updated
+
+
+# --------------------------------------------------------------- whole model
+def predict(X, y, parameters, backend="compiled", hidden_activation="relu"):
+    """Predict 0/1 labels with the L-layer model and print the accuracy.
+
+    Returns
+    -------
+    p : ndarray (1, m)
+        Predictions 0. and 1., as the course returns them.
+    """
+    m = np.shape(X)[1]
+    probas, _ = L_model_forward(X, parameters, backend, hidden_activation)
+    p = (probas > 0.5).astype(np.float64)
+    print("Accuracy: " + str(np.sum((p == y) / m)))
+    return p
+
+
+def L_layer_model(X, Y, layers_dims, learning_rate=0.0075, num_iterations=3000,
+                  print_cost=False, backend="compiled", hidden_activation="relu"):
+    """Train the L-layer model by full-batch gradient descent, as the application notebook does.
+
+    Initialises as that notebook does (``np.random.seed(1)``, then
+    ``randn / sqrt(n[l-1])``), and records the cost every 100 iterations.
+    The training itself runs in :class:`dnnblocks.Network` (fused kernels,
+    buffers reused across iterations).
+
+    Returns
+    -------
+    parameters : dict
+    costs : list of float
+        The cost at iterations 0, 100, 200, ... (printed, with the last
+        iteration's, when `print_cost` is true).
+    """
+    num_iterations = check_positive_int(num_iterations, "num_iterations", minimum=0)
+    learning_rate = check_learning_rate(learning_rate)
+    dims = check_layer_dims(layers_dims)
+    np.random.seed(1)
+    initial = initialize_parameters_deep(dims, seed=1, scale="sqrt")
+    dtype = _float_dtype(X)
+    net = Network(dims, hidden_activation=hidden_activation, dtype=dtype, backend=backend)
+    for l in range(net.n_layers):
+        net.W[l][...] = initial["W" + str(l + 1)]
+        net.b[l][...] = initial["b" + str(l + 1)]
+    X = _matrix(X, "X", dtype, contiguous="any")
+    Y = _labels(Y, "Y", dtype, (dims[-1], X.shape[1]))
+    costs = []
+    for i in range(num_iterations):
+        cost = net.step(X, Y, learning_rate)
+        if print_cost and (i % 100 == 0 or i == num_iterations - 1):
+            print("Cost after iteration {}: {}".format(i, np.squeeze(cost)))
+        if i % 100 == 0:
+            costs.append(cost)
+    return {name: arr.copy() for name, arr in net.parameters.items()}, costs
