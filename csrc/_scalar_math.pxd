@@ -48,7 +48,9 @@ cdef inline double softplus(double z) noexcept nogil:
 
 cdef inline floating activate(int code, floating z) noexcept nogil:
     if code == RELU:
-        return z if z > 0 else 0
+        # Written so that NaN propagates (as np.maximum does): a diverging
+        # network must show a NaN cost, not train on with NaN weights.
+        return 0 if z <= 0 else z
     if code == TANH:
         return tanh_(z)
     if code == SIGMOID:

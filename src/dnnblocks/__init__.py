@@ -12,19 +12,50 @@ course
     The course's functional API (``L_model_forward``, ``L_layer_model``, ...).
 get_backend
     The raw kernels of either backend.
+DNNClassifier
+    A scikit-learn compatible estimator (examples as rows).
+load
+    Read a model file written by ``DNNClassifier.save`` or ``Network.save``.
+gradient_check
+    Back-propagation against centred finite differences on a Network.
 """
 
+from . import optimizers
 from .backend import BACKENDS, KERNEL_NAMES, get_backend
-from .exceptions import TrainingDivergedError
+from .exceptions import ConvergenceWarning, ModelFileError, TrainingDivergedError
+from .gradcheck import gradient_check
+from .model_io import load
 from .network import Network
+from .training import train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
     "KERNEL_NAMES",
+    "ConvergenceWarning",
+    "DNNClassifier",
+    "ModelFileError",
     "Network",
     "TrainingDivergedError",
     "get_backend",
+    "gradient_check",
+    "load",
+    "optimizers",
+    "train",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # DNNClassifier is imported on first use so that `import dnnblocks` does
+    # not pay for importing scikit-learn (an optional dependency).
+    if name == "DNNClassifier":
+        from .estimator import DNNClassifier
+
+        return DNNClassifier
+    raise AttributeError(f"module 'dnnblocks' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"DNNClassifier"})

@@ -97,3 +97,61 @@ def cross_entropy_cost(AL, Y):
 def gradient_descent_update(param, grad, learning_rate):
     """param -= learning_rate * grad, in place."""
     param -= learning_rate * grad
+
+
+def momentum_update(param, grad, velocity, learning_rate, beta, weight_decay=0.0):
+    """velocity = beta * velocity + (1 - beta) * (grad + weight_decay * param); param -= learning_rate * velocity."""
+    g = grad + weight_decay * param if weight_decay else grad
+    velocity *= beta
+    velocity += (1 - beta) * g
+    param -= learning_rate * velocity
+
+
+def adam_update(param, grad, m, v, learning_rate, beta1, beta2, epsilon, t, weight_decay=0.0):
+    """One bias-corrected Adam step on `param`, moments `m` and `v` updated in place."""
+    if t < 1:
+        raise ValueError(f"t must be an integer >= 1 (Adam counts steps from 1); got {t}")
+    if not (0 <= beta1 < 1) or not (0 <= beta2 < 1):
+        raise ValueError(f"beta1 and beta2 must be in [0, 1); got {beta1} and {beta2}")
+    g = grad + weight_decay * param if weight_decay else grad
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    m_hat = m * (1.0 / (1.0 - beta1**t))
+    v_hat = v * (1.0 / (1.0 - beta2**t))
+    param -= learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
+
+
+def softmax_forward(Z, A):
+    """A = softmax(Z) over each column, with the column maximum subtracted first."""
+    np.subtract(Z, Z.max(axis=0, keepdims=True) if Z.size else 0, out=A)
+    np.exp(A, out=A)
+    A /= A.sum(axis=0, keepdims=True)
+
+
+def softmax_cross_entropy(Z, A, Y, dZ, db, db_scale):
+    """Categorical cross-entropy from the logits, dZ = A - Y, db = db_scale * rowsum(dZ)."""
+    m = Z.shape[1]
+    np.subtract(A, Y, out=dZ)
+    np.multiply(dZ.sum(axis=1, keepdims=True), db_scale, out=db)
+    if m == 0:
+        return float("nan")
+    Z64 = Z.astype(np.float64)
+    zmax = Z64.max(axis=0, keepdims=True)
+    lse = zmax + np.log(np.exp(Z64 - zmax).sum(axis=0, keepdims=True))
+    return float(np.sum(Y * (lse - Z64)) / m)
+
+
+def dropout_forward(A, mask, keep_prob):
+    """Inverted dropout in place: `mask` (uniform draws in) becomes 0 or 1/keep_prob, A *= mask."""
+    if not (0 < keep_prob <= 1):
+        raise ValueError(f"keep_prob must be in (0, 1]; got {keep_prob}")
+    keep = mask < keep_prob
+    np.multiply(keep, 1.0 / keep_prob, out=mask)
+    A *= mask
+
+
+def dropout_backward(dA, mask):
+    """dA *= mask, in place."""
+    dA *= mask

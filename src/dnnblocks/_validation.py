@@ -61,7 +61,10 @@ def check_scalar(value, name, low=None, high=None, low_inclusive=True, high_incl
     """Return `value` as a finite float within the given bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float (e.g. 10**400)
+        raise ValueError(f"{name} must be finite; got an integer too large for a float") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value}")
     if low is not None and (value < low or (value == low and not low_inclusive)):
@@ -73,9 +76,33 @@ def check_scalar(value, name, low=None, high=None, low_inclusive=True, high_incl
     return value
 
 
-def check_learning_rate(learning_rate, name="learning_rate"):
-    """A learning rate is a finite float > 0."""
-    return check_scalar(learning_rate, name, low=0.0, low_inclusive=False)
+#: Largest finite value of each kernel dtype: a learning rate beyond it is
+#: infinite once the kernels cast it to the network's precision.
+_FLOAT_MAX = {dt: float(np.finfo(dt).max) for dt in FLOAT_DTYPES}
+
+
+def check_learning_rate(learning_rate, name="learning_rate", dtype=None):
+    """A learning rate is a finite float > 0 (and finite in `dtype`, when given)."""
+    value = check_scalar(learning_rate, name, low=0.0, low_inclusive=False)
+    if dtype is not None and value > _FLOAT_MAX.get(np.dtype(dtype), math.inf):
+        raise ValueError(
+            f"{name} = {value:g} overflows {np.dtype(dtype)}, the network's precision; "
+            f"use a (much) smaller {name}"
+        )
+    return value
+
+
+def check_blas_shape(X, name):
+    """Refuse an array-like whose shape exceeds BLAS's 32-bit dimensions, before anything copies it.
+
+    Only reads ``X.shape`` (when there is one), so a huge broadcast view is
+    refused in O(1) instead of being converted or scanned.
+    """
+    shape = getattr(X, "shape", None)
+    if isinstance(shape, tuple) and any(
+        isinstance(d, numbers.Integral) and d > BLAS_INT_MAX for d in shape
+    ):
+        raise ValueError(f"{name} has shape {shape}, beyond BLAS's 32-bit limit {BLAS_INT_MAX}")
 
 
 def as_float_matrix(X, name, dtype, n_rows=None, allow_empty=False, check_finite=True):
@@ -128,3 +155,33 @@ def as_binary_labels(Y, name, dtype, shape):
             f"{name} must contain only the labels 0 and 1; got {np.unique(Y[bad])[:5].tolist()}"
         )
     return np.ascontiguousarray(Y, dtype=dtype)
+
+
+def check_parameters(W, b, layer_dims, dtype, writeable=False):
+    """Check, in O(L), that the lists `W` and `b` hold arrays the kernels can take.
+
+    A network's ``W`` and ``b`` are public lists that users may assign to;
+    this runs before any kernel touches them, so a wrong array is refused
+    with its name (``W[1]``, ``b[0]``) instead of failing half-way through an
+    update. With `writeable`, the arrays must also be writeable (training).
+    """
+    L = len(layer_dims) - 1
+    for name, arrays in (("W", W), ("b", b)):
+        if not isinstance(arrays, list) or len(arrays) != L:
+            raise ValueError(
+                f"{name} must be a list of {L} arrays, one per layer; got {type(arrays).__name__}"
+                + (f" of length {len(arrays)}" if hasattr(arrays, "__len__") else "")
+            )
+    for l in range(L):
+        for name, a, shape in ((f"W[{l}]", W[l], (layer_dims[l + 1], layer_dims[l])),
+                               (f"b[{l}]", b[l], (layer_dims[l + 1], 1))):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{name} must be a numpy.ndarray of shape {shape}; got {type(a).__name__}")
+            if a.dtype != dtype:
+                raise TypeError(f"{name} must have the network's dtype {dtype}; got {a.dtype}")
+            if a.shape != shape:
+                raise ValueError(f"{name} must have shape {shape} (layer_dims {list(layer_dims)}); got {a.shape}")
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{name} must be C-contiguous; assign np.ascontiguousarray(...) to it")
+            if writeable and not a.flags.writeable:
+                raise ValueError(f"{name} is read-only; training updates the parameters in place")

@@ -8,8 +8,8 @@ NumPy reference.
 
 from types import SimpleNamespace
 
-from . import _numpy_kernels
-from . import _layer, _output, _update
+from . import _numpy_kernels, _numpy_step
+from . import _dropout, _layer, _output, _step, _update
 
 #: Names every backend provides, each with one signature for both.
 KERNEL_NAMES = (
@@ -20,12 +20,19 @@ KERNEL_NAMES = (
     "sigmoid_cross_entropy",
     "cross_entropy_cost",
     "gradient_descent_update",
+    "momentum_update",
+    "adam_update",
+    "softmax_forward",
+    "softmax_cross_entropy",
+    "dropout_forward",
+    "dropout_backward",
+    "make_training_step",
 )
 
 #: Backend names accepted by ``backend=`` arguments.
 BACKENDS = ("compiled", "numpy")
 
-_COMPILED_MODULES = (_layer, _output, _update)
+_COMPILED_MODULES = (_layer, _output, _update, _dropout, _step)
 
 
 def _collect(modules, name):
@@ -42,7 +49,7 @@ def _collect(modules, name):
 
 _REGISTRY = {
     "compiled": _collect(_COMPILED_MODULES, "compiled"),
-    "numpy": _collect((_numpy_kernels,), "numpy"),
+    "numpy": _collect((_numpy_kernels, _numpy_step), "numpy"),
 }
 
 

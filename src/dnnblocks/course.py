@@ -18,7 +18,7 @@ course's order.
 
 import numpy as np
 
-from ._validation import check_layer_dims, check_learning_rate, check_positive_int
+from ._validation import check_blas_shape, check_layer_dims, check_learning_rate, check_positive_int
 from .backend import get_backend
 from .network import Network
 
@@ -53,6 +53,8 @@ def _matrix(a, name, dtype, contiguous="C"):
         raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}")
+    # Before any conversion: a huge broadcast view must not be copied first.
+    check_blas_shape(arr, name)
     if contiguous == "any" and arr.dtype == dtype and (arr.flags.c_contiguous or arr.flags.f_contiguous):
         return arr
     return np.ascontiguousarray(arr, dtype=dtype)
@@ -75,11 +77,47 @@ def _n_layers(parameters):
     return L
 
 
+def _check_linear_cache(A_prev, W, b):
+    # The NumPy backend would broadcast a wrong b or dA instead of failing,
+    # so shapes are checked here, for both backends, before any kernel.
+    if A_prev.shape[0] != W.shape[1]:
+        raise ValueError(
+            f"A_prev must have W.shape[1] = {W.shape[1]} rows (W has shape {W.shape}); "
+            f"got shape {A_prev.shape}"
+        )
+    if b.shape != (W.shape[0], 1):
+        raise ValueError(f"b must have shape ({W.shape[0]}, 1) to match W {W.shape}; got {b.shape}")
+
+
+def _check_same_shape(a, name, shape, what):
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}); got {a.shape}")
+
+
 def _labels(Y, name, dtype, shape):
     Y = _matrix(Y, name, dtype)
     if Y.shape != shape:
         raise ValueError(f"{name} must have shape {shape}; got {Y.shape}")
+    bad = (Y != 0) & (Y != 1)
+    if bad.any():
+        raise ValueError(f"{name} must contain only the labels 0 and 1; got {np.unique(Y[bad])[:5].tolist()}")
     return Y
+
+
+def _check_finite(a, name):
+    # Only where the user's data and parameters enter (L_model_forward,
+    # predict); the building blocks propagate NaN/inf as the textbook's NumPy does.
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinity; all values must be finite")
+
+
+def _unpack_cache(cache, name, size, layout):
+    """Unpack a course cache, with an error that names it instead of a bare unpacking error."""
+    if isinstance(cache, (tuple, list)) and len(cache) == size:
+        return tuple(cache)
+    what = f"{type(cache).__name__} of length {len(cache)}" if isinstance(cache, (tuple, list)) \
+        else type(cache).__name__
+    raise TypeError(f"{name} must be a tuple {layout}; got a {what}")
 
 
 # ------------------------------------------------------------- initialisation
@@ -146,6 +184,7 @@ def _forward(A_prev, W, b, activation, backend):
     A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
     W = _matrix(W, "W", dtype)
     b = _matrix(b, "b", dtype)
+    _check_linear_cache(A_prev, W, b)
     Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=dtype)
     A = Z if activation == "identity" else np.empty_like(Z)
     kernels.linear_activation_forward(W, b, A_prev, activation, Z, A)
@@ -180,7 +219,16 @@ def L_model_forward(X, parameters, backend="compiled", hidden_activation="relu")
     A = X
     for l in range(1, L + 1):
         activation = "sigmoid" if l == L else hidden_activation
-        A, cache = _forward(A, parameters["W" + str(l)], parameters["b" + str(l)], activation, backend)
+        W, b = parameters["W" + str(l)], parameters["b" + str(l)]
+        dtype = _float_dtype(A, W, b)
+        if l == 1:
+            A = _matrix(A, "A_prev (X)", dtype, contiguous="any")
+            _check_finite(A, "X")
+        W = _matrix(W, "W" + str(l), dtype)
+        b = _matrix(b, "b" + str(l), dtype)
+        _check_finite(W, "W" + str(l))
+        _check_finite(b, "b" + str(l))
+        A, cache = _forward(A, W, b, activation, backend)
         caches.append(cache)
     return A, caches
 
@@ -213,14 +261,14 @@ def linear_backward(dZ, cache, backend="compiled"):
     dW : ndarray (n[l], n[l-1])
     db : ndarray (n[l], 1)
     """
-    A_prev, W, b = cache
+    A_prev, W, b = _unpack_cache(cache, "cache", 3, "(A_prev, W, b)")
     dtype = _float_dtype(dZ, A_prev, W, b)
     dZ = _matrix(dZ, "dZ", dtype)
     A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
     W = _matrix(W, "W", dtype)
     b = _matrix(b, "b", dtype)
-    if b.shape != (W.shape[0], 1):
-        raise ValueError(f"b must have shape ({W.shape[0]}, 1); got {b.shape}")
+    _check_linear_cache(A_prev, W, b)
+    _check_same_shape(dZ, "dZ", (W.shape[0], A_prev.shape[1]), "W.shape[0] rows, one column per example of A_prev")
     kernels = get_backend(backend)
     m = dZ.shape[1]
     dW = np.empty_like(W)
@@ -244,16 +292,17 @@ def linear_activation_backward(dA, cache, activation, backend="compiled"):
     dA_prev, dW, db : ndarray
     """
     _check_activation(activation)
-    linear_cache, Z = cache
-    A_prev, W, b = linear_cache
+    linear_cache, Z = _unpack_cache(cache, "cache", 2, "((A_prev, W, b), Z)")
+    A_prev, W, b = _unpack_cache(linear_cache, "cache[0]", 3, "(A_prev, W, b)")
     dtype = _float_dtype(dA, Z, A_prev, W, b)
     dA = _matrix(dA, "dA", dtype)
     Z = _matrix(Z, "Z", dtype)
     A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
     W = _matrix(W, "W", dtype)
     b = _matrix(b, "b", dtype)
-    if b.shape != (W.shape[0], 1):
-        raise ValueError(f"b must have shape ({W.shape[0]}, 1); got {b.shape}")
+    _check_linear_cache(A_prev, W, b)
+    _check_same_shape(Z, "Z", (W.shape[0], A_prev.shape[1]), "W.shape[0] rows, one column per example of A_prev")
+    _check_same_shape(dA, "dA", Z.shape, "the shape of the cached Z")
     kernels = get_backend(backend)
     m = Z.shape[1]
     dZ = np.empty_like(Z)
@@ -316,9 +365,9 @@ def update_parameters(parameters, grads, learning_rate, backend="compiled"):
             raise ValueError(f"grads is missing 'd{name}'")
         param = parameters[name]
         dtype = _float_dtype(param, grads["d" + name])
-        new = np.array(param, dtype=dtype, order="C", copy=True)
+        new = np.array(_matrix(param, name, dtype), dtype=dtype, order="C", copy=True)
         grad = _matrix(grads["d" + name], "d" + name, dtype)
-        if new.ndim != 2 or grad.shape != new.shape:
+        if grad.shape != new.shape:
             raise ValueError(f"grads['d{name}'] must have shape {new.shape}; got {grad.shape}")
         kernels.gradient_descent_update(new, grad, learning_rate)
         updated[name] = new
@@ -335,8 +384,9 @@ def predict(X, y, parameters, backend="compiled", hidden_activation="relu"):
     p : ndarray (1, m)
         Predictions 0. and 1., as the course returns them.
     """
-    m = np.shape(X)[1]
     probas, _ = L_model_forward(X, parameters, backend, hidden_activation)
+    m = probas.shape[1]
+    y = _labels(y, "y", probas.dtype, probas.shape)
     p = (probas > 0.5).astype(np.float64)
     print("Accuracy: " + str(np.sum((p == y) / m)))
     return p

@@ -1,13 +1,13 @@
-"""Weight initialisers: zeros, small random, He and Xavier.
+"""Weight initialisers: zeros, small random, He, Xavier and Glorot uniform.
 
 Each takes the layer sizes, a :class:`numpy.random.Generator` and a dtype and
-returns the lists ``W`` (``W[l-1]`` has shape (n[l], n[l-1])) and ``b`` (zeros,
-shape (n[l], 1)).
+returns the lists ``W`` (``W[l-1]`` has shape (n[l], n[l-1])) and ``b`` (shape
+(n[l], 1); zeros except for ``glorot``).
 """
 
 import numpy as np
 
-INITIALIZERS = ("zeros", "random", "he", "xavier")
+INITIALIZERS = ("zeros", "random", "he", "xavier", "glorot")
 
 
 def _weight_scale(init, fan_in):
@@ -30,7 +30,10 @@ def initialize(layer_dims, init, rng, dtype):
     init : {"zeros", "random", "he", "xavier"}
         ``zeros`` all zero (breaks no symmetry: a teaching example);
         ``random`` standard normal x 0.01; ``he`` x sqrt(2/n[l-1]) (for ReLU);
-        ``xavier`` x sqrt(1/n[l-1]) (for tanh and sigmoid).
+        ``xavier`` x sqrt(1/n[l-1]) (for tanh and sigmoid); ``glorot`` uniform
+        in +/- sqrt(6/(n[l-1] + n[l])) for the weights and the biases alike
+        (Glorot & Bengio's scheme; random biases keep more relu units active
+        at the start, which matters when training is short).
     rng : numpy.random.Generator
     dtype : numpy.dtype
 
@@ -44,6 +47,11 @@ def initialize(layer_dims, init, rng, dtype):
     for fan_in, fan_out in zip(layer_dims[:-1], layer_dims[1:]):
         if init == "zeros":
             W.append(np.zeros((fan_out, fan_in), dtype=dtype))
+        elif init == "glorot":
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            W.append(np.ascontiguousarray(rng.uniform(-bound, bound, (fan_out, fan_in)), dtype=dtype))
+            b.append(np.ascontiguousarray(rng.uniform(-bound, bound, (fan_out, 1)), dtype=dtype))
+            continue
         else:
             w = rng.standard_normal((fan_out, fan_in)) * _weight_scale(init, fan_in)
             W.append(np.ascontiguousarray(w, dtype=dtype))

@@ -18,12 +18,16 @@ from ._validation import (
     check_dtype,
     check_layer_dims,
     check_learning_rate,
+    check_parameters,
+    check_scalar,
 )
 from .backend import get_backend
 from .exceptions import TrainingDivergedError
 from .initializers import initialize
+from .optimizers import GradientDescent, Optimizer, get_optimizer
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+OUTPUTS = ("sigmoid", "softmax")
 
 # Buffers are kept for this many distinct batch sizes: the full batch and the
 # short last mini-batch of an epoch are the common pair.
@@ -35,23 +39,58 @@ class _Workspace:
 
     ``D[l]`` first receives dA[l] = W[l+1]^T dZ[l+1] and is then overwritten in
     place by dZ[l] = dA[l] * g'(Z[l]): the two are never needed together.
+
+    Z, A and D are allocated on first use: a training loop of fused
+    gradient-descent steps runs in ``fused`` (a backend ``TrainingStep`` with
+    its own, smaller, buffers) and never needs them.
     """
 
-    __slots__ = ("m", "Z", "A", "D")
+    __slots__ = ("m", "_dims", "_dtype", "_Z", "_A", "_D", "M", "fused")
 
     def __init__(self, layer_dims, m, dtype):
         self.m = m
-        self.Z = [np.empty((n, m), dtype=dtype) for n in layer_dims[1:]]
-        self.A = [np.empty((n, m), dtype=dtype) for n in layer_dims[1:]]
-        self.D = [np.empty((n, m), dtype=dtype) for n in layer_dims[1:]]
+        self._dims = tuple(layer_dims[1:])
+        self._dtype = dtype
+        self._Z = self._A = self._D = None
+        self.M = None  # dropout masks of the hidden layers, made on first use
+        self.fused = None  # the backend's TrainingStep for this batch size
+
+    def _buffers(self):
+        return [np.empty((n, self.m), dtype=self._dtype) for n in self._dims]
+
+    @property
+    def Z(self):
+        if self._Z is None:
+            self._Z = self._buffers()
+        return self._Z
+
+    @property
+    def A(self):
+        if self._A is None:
+            self._A = self._buffers()
+        return self._A
+
+    @property
+    def D(self):
+        if self._D is None:
+            self._D = self._buffers()
+        return self._D
+
+    def masks(self):
+        if self.M is None:
+            self.M = [np.empty_like(a) for a in self.A[:-1]]
+        return self.M
 
 
 class Network:
-    """An L-layer fully connected network for binary classification.
+    """An L-layer fully connected classifier network.
 
-    Hidden layers use `hidden_activation`; the output layer is a sigmoid with
-    the binary cross-entropy cost. Examples are columns (the course's
-    convention): X has shape (n[0], m) and Y has shape (n[L], m).
+    Hidden layers use `hidden_activation`. The output layer is a sigmoid with
+    the binary cross-entropy cost (one unit for binary labels; several units
+    are independent binary outputs) or, with ``output="softmax"``, a softmax
+    over n[L] >= 2 classes with the categorical cross-entropy (Y one-hot).
+    Examples are columns (the course's convention): X has shape (n[0], m) and
+    Y has shape (n[L], m).
 
     Parameters
     ----------
@@ -63,10 +102,14 @@ class Network:
         Precision of parameters, buffers and inputs.
     backend : {"compiled", "numpy"}, default "compiled"
         Which kernel set does the arithmetic. Both give the same numbers.
-    init : {"he", "xavier", "random", "zeros"}, default "he"
-        Weight initialisation; biases start at zero.
+    init : {"he", "xavier", "glorot", "random", "zeros"}, default "he"
+        Weight initialisation; biases start at zero (``"glorot"``: uniform
+        weights and biases, see :mod:`dnnblocks.initializers`).
     seed : int, numpy.random.Generator or None
-        Seeds the initialisation.
+        Seeds the initialisation, and then the dropout masks of :meth:`step`
+        when it is given no ``rng``.
+    output : {"sigmoid", "softmax"}, default "sigmoid"
+        The output layer.
 
     Attributes
     ----------
@@ -86,21 +129,33 @@ class Network:
     >>> costs = [net.step(X, Y, learning_rate=0.5) for _ in range(500)]
     >>> bool(costs[-1] < costs[0])
     True
+
+    Training loops with optimizers, mini-batches, L2 and dropout are in
+    :meth:`fit`; one step of any of them is :meth:`step`.
     """
 
     def __init__(self, layer_dims, hidden_activation="relu", dtype=np.float64,
-                 backend="compiled", init="he", seed=None):
+                 backend="compiled", init="he", seed=None, output="sigmoid"):
         self.layer_dims = check_layer_dims(layer_dims)
         if hidden_activation not in HIDDEN_ACTIVATIONS:
             raise ValueError(
                 f"hidden_activation must be one of {HIDDEN_ACTIVATIONS}; got {hidden_activation!r}"
             )
         self.hidden_activation = hidden_activation
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+        if output == "softmax" and self.layer_dims[-1] < 2:
+            raise ValueError(
+                f"a softmax output needs at least 2 units (one per class); layer_dims ends with "
+                f"{self.layer_dims[-1]}. Use output='sigmoid' for binary labels."
+            )
+        self.output = output
         self.dtype = check_dtype(dtype)
         self._kernels = get_backend(backend)
         rng = np.random.default_rng(seed)
         self.W, self.b = initialize(self.layer_dims, init, rng, self.dtype)
         self.init = init
+        self._rng = rng
         self._workspaces = OrderedDict()
         self._dW = None
         self._db = None
@@ -123,7 +178,7 @@ class Network:
     @property
     def activations(self):
         """The activation of each layer, hidden layers first, output last."""
-        return (self.hidden_activation,) * (self.n_layers - 1) + ("sigmoid",)
+        return (self.hidden_activation,) * (self.n_layers - 1) + (self.output,)
 
     @property
     def parameters(self):
@@ -151,6 +206,12 @@ class Network:
 
         A list with one ``((A_prev, W, b), Z)`` per layer. The arrays are the
         network's reused buffers: the next forward pass overwrites them.
+
+        A plain gradient-descent :meth:`step` (no optimizer, dropout or
+        softmax) runs as one fused backend call that keeps only the buffers
+        the step itself needs, not the course's caches: after it the list has
+        the same arrays (and batch size), but their values are those of the
+        last :meth:`forward`, if any. Call :meth:`forward` to fill them.
         """
         if self._forward_state is None:
             raise RuntimeError("no caches yet: call forward(X) first")
@@ -179,6 +240,11 @@ class Network:
             self._db = [np.empty_like(b) for b in self.b]
         return self._dW, self._db
 
+    def _check_parameters(self, writeable=False):
+        # W and b are public lists users may assign to: O(L) checks before any
+        # kernel touches them (never a half-updated model).
+        check_parameters(self.W, self.b, self.layer_dims, self.dtype, writeable)
+
     def _check_X(self, X, name="X"):
         return as_float_matrix(X, name, self.dtype, n_rows=self.layer_dims[0])
 
@@ -187,41 +253,85 @@ class Network:
         # a small first layer, so the array last validated is remembered (by a
         # strong reference, so its identity cannot be reused) and not scanned
         # again on every step of a training loop.
+        # Only an X used as it is (not copied) is remembered: a copy would go
+        # stale if the caller refills the same array with the next batch.
         if X is self._checked_X:
             return self._checked_X_ready
         ready = self._check_X(X)
-        self._checked_X, self._checked_X_ready = X, ready
+        if ready is X:
+            self._checked_X, self._checked_X_ready = X, ready
         return ready
 
     def _check_training_Y(self, Y, m):
         held, ready = self._checked_Y
         if Y is held and ready.shape[1] == m:
             return ready
-        ready = as_binary_labels(Y, "Y", self.dtype, (self.layer_dims[-1], m))
-        self._checked_Y = (Y, ready)
+        ready = self._check_Y(Y, m)
+        if ready is Y:  # a converted copy would go stale, as for X
+            self._checked_Y = (Y, ready)
         return ready
 
-    def _forward_into(self, X, ws):
+    def _check_Y(self, Y, m, name="Y"):
+        Y = as_binary_labels(Y, name, self.dtype, (self.layer_dims[-1], m))
+        if self.output == "softmax":
+            bad = Y.sum(axis=0) != 1
+            if bad.any():
+                raise ValueError(
+                    f"{name} must be one-hot for a softmax output: exactly one 1 per column; "
+                    f"column {int(np.argmax(bad))} is not"
+                )
+        return Y
+
+    def _forward_into(self, X, ws, keep_prob=1.0, rng=None):
+        """Forward pass into the buffers of `ws`; returns A[L].
+
+        With ``keep_prob < 1`` (training only) the hidden activations get
+        inverted dropout, with masks drawn from `rng` into ``ws.M``.
+        """
         k = self._kernels
         A_prev = X
+        last = self.n_layers - 1
         for l, activation in enumerate(self.activations):
+            if l == last and activation == "softmax":
+                # Logits into Z (A may alias Z for the identity), then the
+                # column-wise softmax into A.
+                k.linear_activation_forward(self.W[l], self.b[l], A_prev, "identity", ws.Z[l], ws.Z[l])
+                k.softmax_forward(ws.Z[l], ws.A[l])
+                break
             k.linear_activation_forward(self.W[l], self.b[l], A_prev, activation, ws.Z[l], ws.A[l])
+            if keep_prob < 1.0 and l < last:
+                mask = ws.masks()[l]
+                rng.random(out=mask, dtype=mask.dtype)
+                k.dropout_forward(ws.A[l], mask, keep_prob)
             A_prev = ws.A[l]
         return ws.A[-1]
 
     def _output_gradient(self, Y, ws):
         """Cost of the last forward pass and dZ[L] into ws.D[-1], db[L] into its buffer."""
         _, db = self._gradient_buffers()
-        return self._kernels.sigmoid_cross_entropy(
-            ws.Z[-1], ws.A[-1], Y, ws.D[-1], db[-1], 1.0 / ws.m
-        )
+        kernel = (self._kernels.softmax_cross_entropy if self.output == "softmax"
+                  else self._kernels.sigmoid_cross_entropy)
+        return kernel(ws.Z[-1], ws.A[-1], Y, ws.D[-1], db[-1], 1.0 / ws.m)
 
-    def _backward_layers(self, X, ws, learning_rate=None):
+    def _l2_cost(self, l2, m):
+        """(l2 / 2m) * sum of squared weights (biases are not regularised)."""
+        total = 0.0
+        for w in self.W:
+            flat = w.reshape(-1)
+            total += float(np.dot(flat, flat))
+        return l2 / (2.0 * m) * total
+
+    def _backward_layers(self, X, ws, learning_rate=None, optimizer=None, weight_decay=0.0,
+                         dropout=False):
         """Back-propagate dZ[L] (already in ws.D[-1]) through every layer.
 
-        With `learning_rate` the gradient-descent step is fused into the dW
-        GEMM and dW is never stored; without it dW and db are kept for
-        :attr:`grads` and :meth:`update`.
+        With `learning_rate` and no `optimizer` the gradient-descent step is
+        fused into the dW GEMM and dW is never stored. With an `optimizer`,
+        dW is stored and each layer is updated as soon as its gradient is
+        ready (its weights are no longer needed by then). Without
+        `learning_rate` dW and db are kept for :attr:`grads` and :meth:`update`.
+        `weight_decay` is the L2 coefficient lambda/m; `dropout` says whether
+        the forward pass used the masks in ``ws.M``.
         """
         k = self._kernels
         dW, db = self._gradient_buffers()
@@ -229,15 +339,29 @@ class Network:
         activations = self.activations
         for l in range(self.n_layers - 1, -1, -1):
             if l < self.n_layers - 1:
+                A_cached = ws.A[l]
+                if dropout:
+                    k.dropout_backward(ws.D[l], ws.M[l])
+                    # ws.A[l] holds the dropped-out activation, not g(Z):
+                    # tanh' and sigmoid' must come from Z (relu's needs only Z).
+                    A_cached = None
                 # ws.D[l] holds dA[l]; turn it into dZ[l] in place, with db.
-                k.activation_backward(ws.D[l], ws.Z[l], ws.A[l], activations[l], ws.D[l], db[l], inv_m)
+                k.activation_backward(ws.D[l], ws.Z[l], A_cached, activations[l], ws.D[l], db[l], inv_m)
             A_prev = X if l == 0 else ws.A[l - 1]
             dA_prev = None if l == 0 else ws.D[l - 1]
             if learning_rate is None:
                 k.linear_backward(ws.D[l], A_prev, self.W[l], dW[l], dA_prev, inv_m)
-            else:
-                k.linear_backward_update(ws.D[l], A_prev, self.W[l], dA_prev, inv_m, learning_rate)
+                if weight_decay:
+                    # dW += (lambda/m) W, through the update kernel with a negative rate.
+                    k.gradient_descent_update(dW[l], self.W[l], -weight_decay)
+            elif optimizer is None:
+                k.linear_backward_update(ws.D[l], A_prev, self.W[l], dA_prev, inv_m, learning_rate,
+                                         weight_decay)
                 k.gradient_descent_update(self.b[l], db[l], learning_rate)
+            else:
+                k.linear_backward(ws.D[l], A_prev, self.W[l], dW[l], dA_prev, inv_m)
+                optimizer.update_layer(k, l, self.W[l], dW[l], self.b[l], db[l], learning_rate,
+                                       weight_decay)
 
     # ------------------------------------------------------------ public API
     def forward(self, X):
@@ -255,13 +379,14 @@ class Network:
             The output probabilities (a copy; the caches keep their own).
         """
         X = self._check_X(X)
+        self._check_parameters()
         ws = self._workspace(X.shape[1])
         self._forward_into(X, ws)
         self._forward_state = (X, ws)
         self._have_grads = False
         return ws.A[-1].copy()
 
-    def backward(self, Y):
+    def backward(self, Y, l2=0.0):
         """Back-propagate from labels Y through the caches of the last :meth:`forward`.
 
         Stores the gradients (see :attr:`grads`) and returns the cost.
@@ -269,39 +394,62 @@ class Network:
         Parameters
         ----------
         Y : array-like of shape (n[L], m)
-            Labels 0 and 1.
+            Labels 0 and 1 (one-hot columns for a softmax output).
+        l2 : float >= 0, default 0
+            L2 regularisation strength lambda: the cost gains
+            ``(lambda / 2m) sum ||W||^2`` and each dW gains ``(lambda / m) W``.
 
         Returns
         -------
         cost : float
-            Binary cross-entropy of the last forward pass, from the logits.
+            Cross-entropy of the last forward pass, from the logits, plus the
+            L2 term.
         """
+        l2 = _check_l2(l2)
         if self._forward_state is None:
             raise RuntimeError("backward(Y) needs the caches of a forward(X) call first")
         X, ws = self._forward_state
-        Y = as_binary_labels(Y, "Y", self.dtype, (self.layer_dims[-1], ws.m))
+        Y = self._check_Y(Y, ws.m)
+        self._check_parameters()
         cost = self._output_gradient(Y, ws)
-        self._backward_layers(X, ws)
+        if l2:
+            cost += self._l2_cost(l2, ws.m)
+        self._backward_layers(X, ws, weight_decay=l2 / ws.m)
         self._have_grads = True
         return cost
 
-    def update(self, learning_rate):
-        """One gradient-descent step with the gradients of the last :meth:`backward`."""
-        learning_rate = check_learning_rate(learning_rate)
+    def update(self, learning_rate, optimizer=None):
+        """One update with the gradients of the last :meth:`backward`.
+
+        Parameters
+        ----------
+        learning_rate : float > 0
+        optimizer : None, {"sgd", "momentum", "adam"} or Optimizer
+            None is plain gradient descent. Pass the same
+            :class:`~dnnblocks.optimizers.Optimizer` object at every call: it
+            keeps the momentum/Adam state between steps.
+        """
+        learning_rate = check_learning_rate(learning_rate, dtype=self.dtype)
+        optimizer = GradientDescent() if optimizer is None else get_optimizer(optimizer)
         if not self._have_grads:
             raise RuntimeError("update() needs gradients: call forward(X) and backward(Y) first")
+        self._check_parameters(writeable=True)
         k = self._kernels
+        optimizer.start_step(self.W, self.b)
         for l in range(self.n_layers):
-            k.gradient_descent_update(self.W[l], self._dW[l], learning_rate)
-            k.gradient_descent_update(self.b[l], self._db[l], learning_rate)
+            # backward() already added the L2 term to dW.
+            optimizer.update_layer(k, l, self.W[l], self._dW[l], self.b[l], self._db[l],
+                                   learning_rate, 0.0)
         # The gradients belong to the parameters before this step.
         self._have_grads = False
 
-    def step(self, X, Y, learning_rate):
+    def step(self, X, Y, learning_rate, *, optimizer=None, l2=0.0, dropout=0.0, rng=None):
         """One full training step: forward, cost, backward and update.
 
-        The update is fused into the backward GEMMs, so the step never stores
-        dW. If the cost is not finite nothing is updated and
+        With plain gradient descent (the default) the update is fused into the
+        backward GEMMs, so the step never stores dW; momentum and Adam update
+        each layer as soon as its gradient is ready. If the cost is not finite
+        nothing is updated and
         :class:`~dnnblocks.exceptions.TrainingDivergedError` is raised.
 
         Parameters
@@ -309,50 +457,224 @@ class Network:
         X : ndarray of shape (n[0], m)
         Y : array-like of shape (n[L], m)
         learning_rate : float
+        optimizer : None, "sgd" or Optimizer, default None
+            None (or ``"sgd"``) is plain gradient descent. For momentum or
+            Adam pass an :class:`~dnnblocks.optimizers.Optimizer` object
+            (e.g. ``dnnblocks.optimizers.Adam()``) and the same one at every
+            step: it holds the state.
+        l2 : float >= 0, default 0
+            L2 regularisation strength lambda (see :meth:`backward`).
+        dropout : float in [0, 1), default 0
+            Probability of dropping each hidden unit (inverted dropout; the
+            output layer never drops). 0 is no dropout.
+        rng : numpy.random.Generator, optional
+            Draws the dropout masks; defaults to the network's own generator
+            (seeded by ``seed``).
 
         Returns
         -------
         cost : float
-            The cost before the update.
+            The cost before the update (with the dropout masks of this step
+            and the L2 term).
         """
-        learning_rate = check_learning_rate(learning_rate)
+        learning_rate = check_learning_rate(learning_rate, dtype=self.dtype)
+        optimizer = _check_step_optimizer(optimizer)
+        l2 = _check_l2(l2)
+        keep_prob = 1.0 - _check_dropout(dropout)
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")
         X = self._check_training_X(X)
         m = X.shape[1]
         Y = self._check_training_Y(Y, m)
-        ws = self._workspace(m)
-        self._forward_into(X, ws)
+        return self._train_step(X, Y, learning_rate, optimizer, l2, keep_prob,
+                                self._rng if rng is None else rng)
+
+    def _train_step(self, X, Y, learning_rate, optimizer, l2, keep_prob, rng):
+        """:meth:`step` on validated arguments (the training loop's entry point)."""
+        ws = self._workspace(X.shape[1])
+        if optimizer is None and keep_prob == 1.0 and self.output == "sigmoid":
+            return self._fused_step(X, Y, learning_rate, l2, ws)
+        self._check_parameters(writeable=True)
+        self._forward_into(X, ws, keep_prob, rng)
         self._forward_state = (X, ws)
         self._have_grads = False
         cost = self._output_gradient(Y, ws)
+        if l2:
+            cost += self._l2_cost(l2, ws.m)
         if not math.isfinite(cost):
             raise TrainingDivergedError(
                 f"the cost became {cost}; the parameters were left as they were. "
                 f"Try a smaller learning_rate (got {learning_rate})."
             )
-        self._backward_layers(X, ws, learning_rate)
+        if optimizer is not None:
+            optimizer.start_step(self.W, self.b)
+        self._backward_layers(X, ws, learning_rate, optimizer, l2 / ws.m, keep_prob < 1.0)
         return cost
 
+    def _fused_step(self, X, Y, learning_rate, l2, ws):
+        """Plain gradient descent as one backend call (``make_training_step``).
+
+        The step keeps its own lean buffers (see ``csrc/_step.pyx``), so the
+        caches of this step are not kept: :attr:`caches` shows the workspace's
+        buffers but their values are those of the last :meth:`forward`.
+        """
+        fused = ws.fused
+        if fused is None or not fused.uses(self.W, self.b):
+            self._check_parameters(writeable=True)
+            fused = ws.fused = self._kernels.make_training_step(self.W, self.b, self.activations, ws.m)
+        self._forward_state = (X, ws)
+        self._have_grads = False
+        cost = fused.run(X, Y, learning_rate, l2)
+        if not math.isfinite(cost):
+            raise TrainingDivergedError(
+                f"the cost became {cost}; the parameters were left as they were. "
+                f"Try a smaller learning_rate (got {learning_rate})."
+            )
+        return cost
+
+    def profile(self, X, Y, learning_rate=0.01, repeats=20, print_table=True):
+        """Time each building block of one training step, per layer.
+
+        See :func:`dnnblocks.profiling.profile`; the network's parameters are
+        left as they were.
+        """
+        from .profiling import profile
+
+        return profile(self, X, Y, learning_rate=learning_rate, repeats=repeats,
+                       print_table=print_table)
+
+    def fit(self, X, Y, **options):
+        """Train on (X, Y): epochs of (mini-)batches with any optimizer.
+
+        A thin wrapper of :func:`dnnblocks.training.train`; see it for the
+        options (``epochs``, ``batch_size``, ``learning_rate``, ``optimizer``,
+        ``l2``, ``dropout``, ``schedule``, ``validation_fraction``,
+        ``early_stopping``, ``verbose``, ...).
+
+        Returns
+        -------
+        history : dnnblocks.training.History
+            Cost per epoch and, with validation, the validation scores.
+        """
+        from .training import train
+
+        return train(self, X, Y, **options)
+
     def predict_proba(self, X):
-        """Output probabilities for X (n[0], m), without touching the training caches."""
+        """Output probabilities for X (n[0], m), without touching the training caches.
+
+        Returns an (n[L], m) array: sigmoid outputs, or for a softmax output
+        the class probabilities of each column (they sum to 1).
+        """
         X = self._check_X(X)
+        self._check_parameters()
         # Private buffers: prediction may run while another thread trains or
         # predicts with the same network.
         ws = _Workspace(self.layer_dims, X.shape[1], self.dtype)
         return self._forward_into(X, ws)
 
+    def decision_function(self, X):
+        """The output logits Z[L] for X, shape (n[L], m): what the output activation is applied to."""
+        X = self._check_X(X)
+        self._check_parameters()
+        ws = _Workspace(self.layer_dims, X.shape[1], self.dtype)
+        self._forward_into(X, ws)
+        return ws.Z[-1]
+
     def predict(self, X, threshold=0.5):
-        """0/1 predictions for X: 1 where the output probability exceeds `threshold`."""
+        """Predictions for X.
+
+        For a sigmoid output, 0/1 of shape (n[L], m): 1 where the output
+        probability exceeds `threshold`. For a softmax output, the index of
+        the most probable class, shape (1, m).
+        """
+        if self.output == "softmax":
+            return np.argmax(self.predict_proba(X), axis=0).reshape(1, -1)
         return (self.predict_proba(X) > threshold).astype(np.int64)
 
-    def cost(self, X, Y):
-        """Binary cross-entropy of the network on (X, Y), computed stably from the logits."""
+    def cost(self, X, Y, l2=0.0):
+        """Cross-entropy of the network on (X, Y), computed stably from the logits.
+
+        With `l2` the L2 term ``(l2 / 2m) sum ||W||^2`` is added.
+        """
+        l2 = _check_l2(l2)
         X = self._check_X(X)
-        Y = as_binary_labels(Y, "Y", self.dtype, (self.layer_dims[-1], X.shape[1]))
+        Y = self._check_Y(Y, X.shape[1])
+        self._check_parameters()
         ws = _Workspace(self.layer_dims, X.shape[1], self.dtype)
         self._forward_into(X, ws)
         db = np.empty_like(self.b[-1])
-        return self._kernels.sigmoid_cross_entropy(ws.Z[-1], ws.A[-1], Y, ws.D[-1], db, 1.0 / ws.m)
+        kernel = (self._kernels.softmax_cross_entropy if self.output == "softmax"
+                  else self._kernels.sigmoid_cross_entropy)
+        cost = kernel(ws.Z[-1], ws.A[-1], Y, ws.D[-1], db, 1.0 / ws.m)
+        if l2:
+            cost += self._l2_cost(l2, ws.m)
+        return cost
+
+    def save(self, path):
+        """Write the network (architecture, dtype, weights) to a ``.npz`` model file.
+
+        Read it back with :func:`dnnblocks.load`. See :mod:`dnnblocks.model_io`.
+        """
+        from .model_io import save_network
+
+        return save_network(self, path)
+
+    # ------------------------------------------------------- copy and pickle
+    def _snapshot(self):
+        return [w.copy() for w in self.W], [b.copy() for b in self.b]
+
+    def _restore(self, snapshot):
+        W, b = snapshot
+        for dst, src in zip(self.W + self.b, W + b):
+            np.copyto(dst, src)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        # Buffers and caches are rebuilt on demand; kernels are named by backend.
+        state["_kernels"] = self._kernels.name
+        state["_workspaces"] = OrderedDict()
+        state["_dW"] = state["_db"] = None
+        state["_forward_state"] = None
+        state["_have_grads"] = False
+        state["_checked_X"] = None
+        state["_checked_X_ready"] = None
+        state["_checked_Y"] = (None, None)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state["_kernels"] = get_backend(state["_kernels"])
+        self.__dict__.update(state)
 
     def __repr__(self):
+        out = "" if self.output == "sigmoid" else f", output={self.output!r}"
         return (f"Network(layer_dims={list(self.layer_dims)}, hidden_activation="
-                f"{self.hidden_activation!r}, dtype={self.dtype.name}, backend={self.backend!r})")
+                f"{self.hidden_activation!r}, dtype={self.dtype.name}, backend={self.backend!r}{out})")
+
+
+def _check_l2(l2):
+    return check_scalar(l2, "l2", low=0.0)
+
+
+def _check_dropout(dropout):
+    return check_scalar(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+
+
+def _check_step_optimizer(optimizer):
+    """None or an Optimizer object for the step; plain gradient descent becomes None (fused)."""
+    if optimizer is None:
+        return None
+    if isinstance(optimizer, str):
+        if optimizer in ("sgd", "gd"):
+            return None
+        raise ValueError(
+            f"step() needs an Optimizer object for {optimizer!r} (its state must persist between "
+            f"steps): e.g. optimizer = dnnblocks.optimizers.get_optimizer({optimizer!r}), created "
+            f"once and passed at every step"
+        )
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be None, 'sgd' or an Optimizer; got {type(optimizer).__name__}")
+    if isinstance(optimizer, GradientDescent):
+        return None
+    return optimizer

@@ -1,0 +1,803 @@
+"""The ``dnnblocks`` command: train, predict, evaluate and bench from the shell.
+
+Every mistake a user can make (a missing file, an unknown column, a
+non-numeric feature, a one-class target, a model file of the wrong kind,
+features that do not match the model, a bad option value) ends with one line
+on stderr and a non-zero exit status, never a traceback. Set the environment
+variable ``DNNBLOCKS_DEBUG=1`` to get the traceback anyway.
+
+CSV files are read with the standard library's :mod:`csv` module: it handles
+quoting and embedded commas, is maintained with Python itself, and adds no
+dependency, while numeric columns are then converted by NumPy in one call.
+"""
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "read_csv", "CLIError"]
+
+#: Model-file metadata version written by ``dnnblocks train``.
+CLI_FORMAT = 1
+
+#: The default architecture and training settings (chosen on the bundled
+#: weather task; see README.md "The default task").
+DEFAULTS = {
+    "layers": (32, 16),
+    "activation": "relu",
+    "optimizer": "adam",
+    "epochs": 50,
+    "batch_size": 32,
+    "learning_rate": 0.001,
+    "l2": 0.01,
+    "dropout": 0.0,
+    "test_fraction": 0.2,
+    "seed": 0,
+    "dtype": "float64",
+    "out": "model.npz",
+}
+
+_WEATHER_RECIPE = "seattle-weather"
+
+
+class CLIError(Exception):
+    """A mistake in the command line or the data: reported as one line, exit status 1."""
+
+
+# ---------------------------------------------------------------- argument parsing
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse's own prints the usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(low, high=None, low_open=False, high_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low)
+        if high is not None:
+            ok = ok and (value < high if high_open else value <= high)
+        if not ok:
+            lo = f"{'(' if low_open else '['}{low:g}"
+            hi = f"{high:g}{')' if high_open else ']'}" if high is not None else "inf)"
+            raise argparse.ArgumentTypeError(f"must be in {lo}, {hi}, got {text}")
+        return value
+    return parse
+
+
+def _layers(text):
+    """'20,7,5' -> (20, 7, 5); '' or 'none' -> () (no hidden layer: logistic regression)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected hidden-layer sizes as positive integers separated by commas "
+                f"(like 20,7,5), got {text!r}"
+            )
+        sizes.append(int(part))
+    return tuple(sizes)
+
+
+def _batch_size(text):
+    if text.strip().lower() == "full":
+        return None
+    return _int_at_least(1)(text)
+
+
+def _names(text):
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    return names
+
+
+def build_parser():
+    """The argparse parser of the ``dnnblocks`` command (exposed for documentation tools)."""
+    from . import __version__
+
+    d = DEFAULTS
+    parser = _Parser(
+        prog="dnnblocks",
+        description="Train, use and evaluate a deep fully connected classifier on a CSV table.",
+        epilog="Run 'dnnblocks train' with no file to train on the bundled Seattle weather data "
+               "(did it rain?). 'dnnblocks COMMAND --help' describes each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"dnnblocks {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # -- train
+    p = sub.add_parser(
+        "train", help="train a classifier on a CSV file (or the bundled weather data)",
+        description="Train a classifier on a CSV file with a header row: numeric feature columns "
+                    "and a target column of class labels (any labels; strings stay strings). "
+                    "Features are standardised with statistics of the training part, which are "
+                    "stored in the model file. With no DATA, trains on the bundled Seattle "
+                    "weather record 2012-2015: did it rain that day?",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data", nargs="?", metavar="DATA.csv",
+                   help="the table to learn from (default: the bundled weather data)")
+    p.add_argument("--target", metavar="COLUMN", help="the column to predict (required with DATA)")
+    cols = p.add_mutually_exclusive_group()
+    cols.add_argument("--features", type=_names, metavar="A,B,...",
+                      help="feature columns (default: every column except the target)")
+    cols.add_argument("--drop", type=_names, metavar="A,B,...", default=[],
+                      help="columns to leave out of the features (an id, a date, text)")
+    net = p.add_argument_group("network and training")
+    net.add_argument("--layers", type=_layers, default=d["layers"], metavar="N1,N2,...",
+                     help="hidden-layer sizes; 'none' for no hidden layer")
+    net.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=d["activation"],
+                     help="hidden-layer activation")
+    net.add_argument("--optimizer", choices=("adam", "momentum", "sgd"), default=d["optimizer"])
+    net.add_argument("--epochs", type=_int_at_least(1), default=d["epochs"], metavar="N",
+                     help="passes over the training part")
+    net.add_argument("--batch-size", type=_batch_size, default=d["batch_size"], metavar="B",
+                     help="examples per gradient step; 'full' for full-batch gradient descent")
+    net.add_argument("--learning-rate", type=_float_in(0, low_open=True), default=d["learning_rate"],
+                     metavar="ALPHA")
+    net.add_argument("--l2", type=_float_in(0), default=d["l2"], metavar="LAMBDA",
+                     help="L2 regularisation strength")
+    net.add_argument("--dropout", type=_float_in(0, 1, high_open=True), default=d["dropout"],
+                     metavar="P", help="probability of dropping a hidden unit during training")
+    net.add_argument("--test-fraction", type=_float_in(0, 1, high_open=True),
+                     default=d["test_fraction"], metavar="F",
+                     help="fraction of rows held out for testing (stratified); 0 for none")
+    net.add_argument("--seed", type=_int_at_least(0), default=d["seed"],
+                     help="seeds the split, the initialisation and the shuffling")
+    net.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
+    net.add_argument("--backend", choices=("compiled", "numpy"), default="compiled",
+                     help="kernel set: compiled (Cython over BLAS) or numpy (the reference)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=d["out"], metavar="MODEL.npz", help="where to save the model")
+    out.add_argument("--plot", metavar="CURVE.png",
+                     help="write the learning curve (cost per epoch, train and held-out) as an image")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    # -- predict
+    p = sub.add_parser(
+        "predict", help="predict the class of every row of a CSV file",
+        description="Apply a model saved by 'dnnblocks train' to every row of a CSV file that has "
+                    "the model's feature columns (other columns are ignored). Writes a CSV with "
+                    "one prediction per row, in the target's own labels.",
+    )
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("--out", metavar="PREDICTIONS.csv", help="output file (default: standard output)")
+    p.add_argument("--proba", action="store_true",
+                   help="add one column per class with its probability")
+    p.set_defaults(func=cmd_predict)
+
+    # -- evaluate
+    p = sub.add_parser(
+        "evaluate", help="score a model on a labelled CSV file",
+        description="Accuracy, precision and recall per class (and their macro average), "
+                    "log-loss and the confusion matrix of a saved model on a labelled CSV file.",
+    )
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("--target", metavar="COLUMN",
+                   help="the column with the true labels (default: the model's target column)")
+    p.set_defaults(func=cmd_evaluate)
+
+    # -- bench
+    p = sub.add_parser(
+        "bench", help="time the compiled kernels against NumPy (quick setting)",
+        description="Time one training step of the compiled backend against the NumPy backend "
+                    "(and PyTorch or JAX when installed) on a quick setting, and print the table. "
+                    "Progress goes to stderr. More options: python -m dnnblocks.benchmark --help.",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true",
+                      help="the full measurement: more repeats and a memory probe (minutes)")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny shapes, one repeat: checks that everything runs (timings mean nothing)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+# ---------------------------------------------------------------- reading data
+class Table:
+    """A CSV file as named columns of strings.
+
+    Attributes
+    ----------
+    path : str
+    names : list of str
+        Header, in file order.
+    columns : dict of str -> ndarray of str
+    lines : ndarray of int
+        The file line of each row, for messages.
+    """
+
+    def __init__(self, path, names, columns, lines):
+        self.path = path
+        self.names = names
+        self.columns = columns
+        self.lines = lines
+
+    @property
+    def n_rows(self):
+        return len(self.lines)
+
+    def require(self, names, role):
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            raise CLIError(
+                f"{self.path} has no {role} column {_quoted(missing)}; its columns are {_quoted(self.names)}"
+            )
+
+    def numeric(self, names, hint=""):
+        """The named columns as a float64 (n_rows, len(names)) array; one clear error otherwise."""
+        self.require(names, "feature")
+        out = np.empty((self.n_rows, len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            text = self.columns[name]
+            try:
+                out[:, j] = text.astype(np.float64)
+            except ValueError:
+                i = next(i for i, s in enumerate(text) if not _parses_as_float(s))
+                if text[i].strip() == "":
+                    raise CLIError(
+                        f"{self.path}, line {self.lines[i]}: column {name!r} is empty; dnnblocks does "
+                        f"not fill in missing values (drop or fill those rows first)"
+                    ) from None
+                raise CLIError(
+                    f"{self.path}, line {self.lines[i]}: column {name!r} holds {str(text[i])!r}, "
+                    f"not a number; features must be numeric{hint}"
+                ) from None
+            bad = ~np.isfinite(out[:, j])
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise CLIError(
+                    f"{self.path}, line {self.lines[i]}: column {name!r} holds {str(text[i])!r}; "
+                    f"features must be finite numbers (drop or fill those rows first)"
+                )
+        return out
+
+    def labels(self, name):
+        self.require([name], "target")
+        labels = np.char.strip(self.columns[name])
+        empty = labels == ""
+        if empty.any():
+            i = int(np.flatnonzero(empty)[0])
+            raise CLIError(f"{self.path}, line {self.lines[i]}: the target column {name!r} is empty")
+        return labels
+
+
+def _parses_as_float(s):
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _quoted(names):
+    return ", ".join(repr(str(n)) for n in names)
+
+
+def read_csv(path):
+    """Read a comma-separated file with a header row into a :class:`Table` of string columns.
+
+    Uses the standard library's :mod:`csv` reader (quoting, embedded commas
+    and newlines in quoted fields, a UTF-8 byte-order mark); blank lines are
+    skipped.
+
+    Raises
+    ------
+    CLIError
+        For a missing, empty, non-text or ragged file, or a bad header.
+    """
+    path = _input_file(path, "data file")
+    lines, rows = [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise CLIError(f"{path} is empty; expected a header row, then one row per example")
+            header = [h.strip() for h in header]
+            width = len(header)
+            for row in reader:
+                if not any(field.strip() for field in row):
+                    continue
+                if len(row) != width:
+                    raise CLIError(
+                        f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {width}"
+                    )
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not UTF-8 text (byte {exc.start}); is it a CSV file?") from None
+    except csv.Error as exc:
+        raise CLIError(f"{path}, line {reader.line_num}: {exc}") from None
+    if width == 1 and any(sep in header[0] for sep in ";\t|"):
+        raise CLIError(f"{path}: the header {header[0]!r} is one column; dnnblocks reads "
+                       f"comma-separated files")
+    if "" in header:
+        raise CLIError(f"{path}: column {header.index('') + 1} of the header has no name")
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise CLIError(f"{path}: the header names column {name!r} twice")
+        seen.add(name)
+    if not rows:
+        raise CLIError(f"{path} has a header but no data rows")
+    columns = {name: np.array([r[j] for r in rows], dtype=str) for j, name in enumerate(header)}
+    return Table(str(path), header, columns, np.array(lines))
+
+
+def _input_file(path, what):
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{what} {str(path)!r} not found")
+    if p.is_dir():
+        raise CLIError(f"{what} {str(path)!r} is a folder, not a file")
+    return p
+
+
+def _output_file(path, what):
+    """Check that `path` can be written before doing the work that produces it."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise CLIError(f"{what} {str(path)!r} is a folder; give a file name")
+    if not parent.is_dir():
+        raise CLIError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise CLIError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} is not writable")
+    return p
+
+
+# ---------------------------------------------------------------- the default task
+def _weather_columns(table):
+    """Add the rain task's derived columns (season, 'rain') to a table of the raw weather CSV."""
+    from .datasets import WEATHER_INPUT_COLUMNS, weather_features
+
+    if "day_sin" not in table.columns and all(c in table.columns for c in WEATHER_INPUT_COLUMNS):
+        raw = table.numeric(["temp_max", "temp_min", "wind"])
+        try:
+            X = weather_features(table.columns["date"], raw[:, 0], raw[:, 1], raw[:, 2])
+        except ValueError as exc:
+            raise CLIError(f"{table.path}: {exc}") from None
+        table.columns["day_sin"] = X[:, 3].astype(str)
+        table.columns["day_cos"] = X[:, 4].astype(str)
+    if "rain" not in table.columns and "precipitation" in table.columns:
+        rained = table.numeric(["precipitation"])[:, 0] > 0
+        table.columns["rain"] = np.where(rained, "rain", "dry")
+
+
+def _load_default_task():
+    from .datasets import load_weather
+
+    X, y, names = load_weather()
+    labels = np.where(y == 1, "rain", "dry")
+    return X, labels, names, "rain"
+
+
+# ---------------------------------------------------------------- metrics
+def _log_loss(proba, y_index):
+    """Mean cross-entropy of the true classes; probabilities clipped at 1e-15 so a confident miss is finite."""
+    p = np.asarray(proba, dtype=np.float64)[np.arange(len(y_index)), y_index]
+    return float(-np.mean(np.log(np.clip(p, 1e-15, 1.0))))
+
+
+def _confusion(true_index, pred_index, k):
+    return np.bincount(true_index * k + pred_index, minlength=k * k).reshape(k, k)
+
+
+def _precision_recall(cm):
+    """Per-class precision and recall from a confusion matrix (rows true, columns predicted).
+
+    A class never predicted has undefined precision (NaN here; counted as 0 in
+    the macro average, as scikit-learn does); likewise recall of an absent class.
+    """
+    tp = np.diag(cm).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / cm.sum(axis=0)
+        recall = tp / cm.sum(axis=1)
+    return precision, recall
+
+
+def _format_confusion(cm, classes, indent="  "):
+    names = [str(c) for c in classes]
+    width = max([len(n) for n in names] + [len(str(cm.max())), 4])
+    head = indent + " " * width + "  " + "  ".join(n.rjust(width) for n in names)
+    rows = [indent + n.rjust(width) + "  " + "  ".join(str(v).rjust(width) for v in row)
+            for n, row in zip(names, cm)]
+    return "\n".join([head] + rows)
+
+
+def _print_confusion(cm, classes, label):
+    if len(classes) > 20:
+        print(f"confusion matrix ({label}): not shown for {len(classes)} classes")
+        return
+    print(f"confusion matrix ({label}; rows = true class, columns = predicted):")
+    print(_format_confusion(cm, classes))
+
+
+# ---------------------------------------------------------------- progress
+class Progress:
+    """Epoch progress with the current cost: a bar redrawn in place on a terminal,
+    a plain line every tenth of the run otherwise (logs, pipes, CI)."""
+
+    def __init__(self, total, stream=None, enabled=True, width=24):
+        self.total = total
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.width = width
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self._last_draw = 0.0
+        self._every = max(1, total // 10)
+
+    def update(self, epoch, train_cost, val_cost=None):
+        if not self.enabled:
+            return
+        text = f"epoch {epoch:>{len(str(self.total))}}/{self.total}  cost {train_cost:.4f}"
+        if val_cost is not None:
+            text += f"  held-out {val_cost:.4f}"
+        if self.tty:
+            now = time.monotonic()
+            if epoch != self.total and now - self._last_draw < 0.05:
+                return
+            self._last_draw = now
+            filled = round(self.width * epoch / self.total)
+            bar = "#" * filled + "-" * (self.width - filled)
+            self.stream.write(f"\r[{bar}] {text}")
+            if epoch == self.total:
+                self.stream.write("\n")
+        elif epoch % self._every == 0 or epoch == self.total:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------- commands
+def _split(labels, fraction, rng):
+    """Stratified split: about `fraction` of each class to the test part, at least one row of each class kept for training."""
+    n = len(labels)
+    test = np.zeros(n, dtype=bool)
+    if fraction > 0:
+        for cls in np.unique(labels):
+            idx = np.flatnonzero(labels == cls)
+            k = min(int(round(fraction * len(idx))), len(idx) - 1)
+            test[rng.permutation(idx)[:k]] = True
+    train_idx = rng.permutation(np.flatnonzero(~test))
+    return train_idx, np.flatnonzero(test)
+
+
+def _class_index(classes, labels):
+    """Position of each label in `classes`; -1 for a label not among them."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    return np.array([index.get(str(label), -1) for label in labels], dtype=np.intp)
+
+
+def _describe_classes(classes):
+    text = [str(c) for c in classes[:10]]
+    if any("," in t or t != t.strip() for t in text):
+        text = [repr(t) for t in text]  # labels with commas would run together
+    shown = ", ".join(text)
+    return shown + (", ..." if len(classes) > 10 else "")
+
+
+def cmd_train(args):
+    from .estimator import DNNClassifier
+
+    if args.plot:
+        from .plotting import MatplotlibMissingError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except MatplotlibMissingError as exc:
+            raise CLIError(f"--plot: {exc}") from None
+        _output_file(args.plot, "plot")
+    _output_file(args.out, "model file")
+
+    recipe = None
+    if args.data is None:
+        for option in ("target", "features"):
+            if getattr(args, option):
+                raise CLIError(f"--{option} needs a DATA.csv; the bundled weather task has its own")
+        if args.drop:
+            raise CLIError("--drop needs a DATA.csv; the bundled weather task has its own features")
+        X, labels, features, target = _load_default_task()
+        recipe = _WEATHER_RECIPE
+        source = f"bundled Seattle weather 2012-2015 ({len(labels)} days), did it rain?"
+    else:
+        table = read_csv(args.data)
+        if not args.target:
+            raise CLIError(f"--target is required with a DATA file: the column to predict, one of "
+                           f"{_quoted(table.names)}")
+        target = args.target
+        labels = table.labels(target)
+        table.require(args.drop, "--drop")
+        if args.features:
+            if target in args.features:
+                raise CLIError(f"--features includes the target column {target!r}")
+            features = args.features
+        else:
+            features = [n for n in table.names if n != target and n not in args.drop]
+            if not features:
+                raise CLIError(f"{table.path} has no feature columns besides the target {target!r}")
+        X = table.numeric(features, hint=" (leave the column out with --drop)")
+        source = f"{table.path} ({table.n_rows} rows), target {target!r}"
+
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise CLIError(f"the target column {target!r} has a single class ({str(classes[0])!r}); "
+                       f"a classifier needs at least two")
+    if len(classes) > max(20, len(labels) // 2):
+        raise CLIError(f"the target column {target!r} has {len(classes)} distinct values in "
+                       f"{len(labels)} rows; dnnblocks classifies, it does not do regression")
+
+    rng = np.random.default_rng(args.seed)
+    train_idx, test_idx = _split(labels, args.test_fraction, rng)
+    if args.test_fraction > 0 and len(test_idx) == 0:
+        raise CLIError(f"--test-fraction {args.test_fraction:g} of {len(labels)} rows leaves no "
+                       f"test rows; use a larger fraction or 0")
+    mean = X[train_idx].mean(axis=0)
+    scale = X[train_idx].std(axis=0)
+    scale[scale == 0] = 1.0  # a constant column stays constant (0) instead of dividing by 0
+    Xs = ((X - mean) / scale).astype(args.dtype)
+    X_train, y_train = Xs[train_idx], labels[train_idx]
+    X_test, y_test = Xs[test_idx], labels[test_idx]
+
+    sizes = " -> ".join(str(s) for s in (len(features), *args.layers, 1 if len(classes) == 2 else len(classes)))
+    batch = "full" if args.batch_size is None else args.batch_size
+    print(f"data:     {source}")
+    print(f"classes:  {len(classes)} ({_describe_classes(classes)})")
+    print(f"features: {', '.join(features)} (standardised)")
+    print(f"split:    {len(train_idx)} train / {len(test_idx)} test rows (stratified, seed {args.seed})")
+    print(f"network:  {sizes}, {args.activation}, {args.optimizer}, learning rate {args.learning_rate:g}, "
+          f"{args.epochs} epochs, batch {batch}, {args.dtype}, {args.backend} backend")
+    sys.stdout.flush()
+
+    clf = DNNClassifier(
+        hidden_layer_sizes=args.layers, activation=args.activation, solver=args.optimizer,
+        alpha=args.l2, batch_size=args.batch_size, learning_rate_init=args.learning_rate,
+        max_iter=args.epochs, random_state=args.seed, dropout=args.dropout,
+        dtype=np.dtype(args.dtype).type, backend=args.backend, verbose=False,
+    )
+    progress = Progress(args.epochs, enabled=not args.quiet)
+    train_curve, test_curve = [], []
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        clf.partial_fit(X_train, y_train, classes=classes)
+        if epoch == 1:
+            # Columns of predict_proba follow the model's classes_.
+            classes = np.asarray(clf.classes_)
+            train_index = _class_index(classes, y_train)
+            test_index = _class_index(classes, y_test)
+        train_curve.append(_log_loss(clf.predict_proba(X_train), train_index))
+        if len(test_idx):
+            test_curve.append(_log_loss(clf.predict_proba(X_test), test_index))
+        progress.update(epoch, train_curve[-1], test_curve[-1] if test_curve else None)
+    seconds = time.perf_counter() - start
+
+    train_pred = _class_index(classes, clf.predict(X_train))
+    print(f"trained in {seconds:.2f} s")
+    print(f"train accuracy: {np.mean(train_pred == train_index):.4f}   cost {train_curve[-1]:.4f}")
+    if len(test_idx):
+        test_pred = _class_index(classes, clf.predict(X_test))
+        print(f"test accuracy:  {np.mean(test_pred == test_index):.4f}   cost {test_curve[-1]:.4f}")
+        _print_confusion(_confusion(test_index, test_pred, len(classes)), classes, "test rows")
+    else:
+        print("test accuracy:  not measured (--test-fraction 0)")
+        _print_confusion(_confusion(train_index, train_pred, len(classes)), classes, "train rows")
+
+    extra = {
+        "cli_format": CLI_FORMAT,
+        "feature_names": list(features),
+        "target": target,
+        "feature_mean": mean,
+        "feature_scale": scale,
+    }
+    if recipe:
+        extra["recipe"] = recipe
+    clf.save(args.out, extra=extra)
+    print(f"saved model to {args.out}")
+    if args.plot:
+        from .plotting import plot_learning_curve
+
+        plot_learning_curve(
+            args.plot, train_curve, test_curve or None, validation_label="held-out test rows",
+            title=f"dnnblocks: {target!r}, {sizes}, {args.optimizer}",
+        )
+        print(f"saved learning curve to {args.plot}")
+    return 0
+
+
+def _load_for_data(model_path, data_path):
+    """Load a model saved by ``dnnblocks train`` and the matching features of a CSV."""
+    from . import load
+
+    path = _input_file(model_path, "model file")
+    try:
+        model, extra = load(path, with_extra=True)
+    except ValueError as exc:
+        raise CLIError(_one_line(exc) if str(path) in str(exc) else f"{path}: {_one_line(exc)}") from None
+    needed = ("feature_names", "feature_mean", "feature_scale", "target")
+    if not isinstance(extra, dict) or any(k not in extra for k in needed):
+        raise CLIError(f"{path} is a dnnblocks model but was not saved by 'dnnblocks train' "
+                       f"(it lacks the feature names and standardisation); use it from Python "
+                       f"with dnnblocks.load")
+    if extra.get("cli_format", 0) > CLI_FORMAT:
+        raise CLIError(f"{path} was written by a newer dnnblocks; upgrade dnnblocks to read it")
+    table = read_csv(data_path)
+    if extra.get("recipe") == _WEATHER_RECIPE:
+        _weather_columns(table)
+    features = [str(f) for f in extra["feature_names"]]
+    missing = [f for f in features if f not in table.columns]
+    if missing:
+        raise CLIError(f"{table.path} lacks the model's feature column(s) {_quoted(missing)}; "
+                       f"the model was trained on {_quoted(features)}")
+    X = table.numeric(features)
+    X = (X - np.asarray(extra["feature_mean"])) / np.asarray(extra["feature_scale"])
+    dtype = getattr(model, "dtype", None) or np.float64
+    return model, extra, table, np.ascontiguousarray(X, dtype=dtype)
+
+
+def cmd_predict(args):
+    if args.out:
+        _output_file(args.out, "predictions file")
+    model, extra, table, X = _load_for_data(args.model, args.data)
+    classes = model.classes_
+    predicted = model.predict(X)
+    header = [str(extra["target"])]
+    columns = [[str(v) for v in predicted]]
+    if args.proba:
+        proba = model.predict_proba(X)
+        header += [f"proba_{c}" for c in classes]
+        columns += [[str(v) for v in proba[:, j]] for j in range(len(classes))]
+    if args.out:
+        with open(args.out, "w", newline="", encoding="utf-8") as f:
+            _write_rows(f, header, columns)
+        print(f"wrote {len(predicted)} predictions of {header[0]!r} to {args.out}")
+    else:
+        _write_rows(sys.stdout, header, columns)
+    return 0
+
+
+def _write_rows(f, header, columns):
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(zip(*columns))
+
+
+def cmd_evaluate(args):
+    model, extra, table, X = _load_for_data(args.model, args.data)
+    target = args.target or str(extra["target"])
+    labels = table.labels(target)
+    classes_text = np.asarray(model.classes_).astype(str)
+    true_index = _class_index(classes_text, labels)
+    if (true_index < 0).any():
+        new = np.unique(labels[true_index < 0])
+        raise CLIError(f"the target column {target!r} has label(s) the model never saw: "
+                       f"{_quoted(new[:5])}{', ...' if len(new) > 5 else ''}; the model knows "
+                       f"{_quoted(classes_text)}")
+    proba = model.predict_proba(X)
+    # predict() is the reference for the predicted label (argmax of proba, up to exact ties).
+    pred_index = _class_index(classes_text, model.predict(X))
+    k = len(classes_text)
+    cm = _confusion(true_index, pred_index, k)
+    precision, recall = _precision_recall(cm)
+    print(f"model:    {args.model} (target {target!r}, {k} classes)")
+    print(f"data:     {table.path} ({table.n_rows} rows)")
+    print(f"accuracy: {np.mean(true_index == pred_index):.4f}")
+    print(f"log-loss: {_log_loss(proba, true_index):.4f}")
+    print()
+    width = max([len(c) for c in classes_text] + [len("macro average")])
+    print(f"{'class'.ljust(width)}  precision  recall  support")
+    support = cm.sum(axis=1)
+    for c, p, r, s in zip(classes_text, precision, recall, support):
+        print(f"{c.ljust(width)}  {_fmt(p):>9}  {_fmt(r):>6}  {s:>7}")
+    print(f"{'macro average'.ljust(width)}  {np.mean(np.nan_to_num(precision)):>9.4f}  "
+          f"{np.mean(np.nan_to_num(recall)):>6.4f}  {support.sum():>7}")
+    print()
+    _print_confusion(cm, classes_text, f"{table.n_rows} rows")
+    return 0
+
+
+def _fmt(value):
+    return "n/a" if np.isnan(value) else f"{value:.4f}"
+
+
+def cmd_bench(args):
+    try:
+        from . import benchmark
+    except ImportError as exc:
+        raise CLIError(f"the benchmark module is not available in this installation ({exc})") from None
+    # The benchmark reports the rows of each shape as it finishes them: print
+    # the header first and stream the rows, so a long run shows progress and
+    # the output is the table once.
+    print(benchmark.format_table([], header=True), flush=True)
+
+    def log(rows):
+        print(rows, flush=True)
+
+    if args.smoke:
+        results = benchmark.run(smoke=True, log=log)
+    else:
+        results = benchmark.run(quick=not args.full, log=log)
+    machine = results.get("machine", {})
+    print()
+    print("Each row: one training step (forward, cost, backward, update). ms/step: the median over "
+          "repeats; x numpy: speed relative to the NumPy backend; / GEMM: time relative to the "
+          "matrix products alone.")
+    print(f"Measured on {machine.get('processor', '?')}, {machine.get('cores', '?')} cores, "
+          f"numpy {machine.get('numpy', '?')}." + (" Smoke run: the timings mean nothing." if args.smoke else ""))
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv=None):
+    """Run the ``dnnblocks`` command with `argv` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    debug = bool(os.environ.get("DNNBLOCKS_DEBUG"))
+    prefix = f"dnnblocks {args.command}: error:"
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader of our output went away (| head): not an error worth a message.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except CLIError as exc:
+        if debug:
+            raise
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 1
+    except FloatingPointError as exc:
+        # TrainingDivergedError: the cost went to NaN/inf.
+        if debug:
+            raise
+        message = _one_line(exc)
+        if "learning" not in message.lower():
+            message += "; try a smaller --learning-rate"
+        print(f"{prefix} {message}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError, MemoryError) as exc:
+        # The library's own checks name the argument and what was expected;
+        # file-system errors name the file.
+        if debug:
+            raise
+        print(f"{prefix} {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ndnnblocks {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,907 @@
+"""Data-parallel training and blockwise prediction on a Dask cluster.
+
+:class:`dnnblocks.DNNClassifier` hands dask inputs to this module: its
+``fit``, ``partial_fit``, ``predict``, ``predict_proba``, ``decision_function``,
+``predict_log_proba`` and ``score`` accept ``dask.array`` arrays (and dask
+DataFrames/Series) chunked by rows.
+
+Training (with a ``distributed.Client``: the active one, or ``client=``)
+-----------------------------------------------------------------------
+1. Each row block of X and y is validated, converted to the model's dtype and
+   its labels one-hot encoded *on the worker that computes it* (blocks already
+   in a worker's memory stay there; otherwise contiguous runs of blocks are
+   assigned to the workers in proportion to their threads). The blocks on a
+   worker are grouped into one *shard* per worker thread. Nothing but small
+   metadata (row counts, the class labels) ever reaches the driver.
+2. Every step, the driver broadcasts the parameters once (one flat array,
+   ``client.scatter(..., broadcast=True)``). Each shard runs the compiled
+   forward/backward kernels on its blocks with a ``Network`` kept alive in the
+   worker process across steps (so its buffers are reused) and returns the
+   *sums* of the gradients (mean gradient x rows), the cost sum and the row
+   count: one parameter-sized array. Shards on one worker are added up there,
+   so one array per worker travels back.
+3. The driver adds the worker sums, divides by the total row count and applies
+   the optimizer step with the very optimizer object and kernels that
+   in-memory training uses (L2 is added there, once). The parameters only
+   change after every gradient of the step has arrived: a failed step leaves
+   the model at the last completed step.
+
+Full batch (``batch_size=None``) computes exactly the in-memory gradient, so
+the model equals the in-memory fit up to floating-point rounding. With
+mini-batches, step k of an epoch takes the k-th slice of a seeded per-block
+permutation from *every* block (each block contributes about
+``rows_in_block / n_batches`` rows, every row once per epoch); that is a
+different shuffle from the in-memory one, so the two fits are statistically
+equivalent but not identical. Batches and dropout masks depend only on the
+seed, the epoch/step and the block index, never on which worker runs them, so
+a step retried after a worker failure computes the same gradient.
+
+Without a distributed client, dask inputs to ``fit`` are computed into memory
+with the default dask scheduler and fitted as NumPy arrays.
+
+Prediction returns lazy dask arrays computed block by block (``map_blocks``)
+wherever the blocks are, with any scheduler.
+
+Importing this module does not import dask; its functions do, and raise an
+ImportError that names the ``dnnblocks[dask]`` extra when it is missing.
+"""
+
+import copy
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+
+import numpy as np
+
+from .exceptions import TrainingDivergedError
+from .network import Network
+from .training import History, Progress, accuracy, learning_rate_at, split_validation
+
+__all__ = [
+    "DistributedFitError",
+    "decision_function",
+    "fit",
+    "is_dask_collection",
+    "predict",
+    "predict_log_proba",
+    "predict_proba",
+    "score",
+]
+
+
+class DistributedFitError(RuntimeError):
+    """A distributed fit stopped because a step could not be completed.
+
+    Raised when a step fails on the cluster after Dask's own retries (a worker
+    lost more often than ``distributed.scheduler.allowed-failures`` allows,
+    the scheduler gone, ...). The model keeps the parameters, optimizer state
+    and history of the last completed step; the original exception is the
+    ``__cause__``.
+
+    Attributes
+    ----------
+    steps_completed : int
+        Optimizer steps completed by the failed ``fit``/``partial_fit`` call.
+    """
+
+    def __init__(self, message, steps_completed):
+        super().__init__(message)
+        self.steps_completed = steps_completed
+
+
+# ----------------------------------------------------------------- detection
+def is_dask_collection(x):
+    """True if `x` is a dask collection (array, DataFrame, Series, ...).
+
+    Uses the dask collection protocol, so it never imports dask.
+    """
+    graph = getattr(type(x), "__dask_graph__", None)
+    if graph is None:
+        return False
+    try:
+        return x.__dask_graph__() is not None
+    except Exception:
+        return False
+
+
+def _require_dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as exc:  # pragma: no cover - exercised without the extra
+        raise ImportError(
+            "dask inputs need the optional dependencies dask[array] and distributed: "
+            "pip install 'dnnblocks[dask]'"
+        ) from exc
+    return dask, da
+
+
+def _resolve_client(client):
+    """The client given, else the active distributed client, else None."""
+    if client is not None:
+        if not (hasattr(client, "submit") and hasattr(client, "scatter")):
+            raise TypeError(f"client must be a distributed.Client; got {type(client).__name__}")
+        return client
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:  # no client has been started
+        return None
+
+
+# ------------------------------------------------------------- input shapes
+def _as_row_array(X, name="X"):
+    """A 2-D dask array with one chunk along the features; (array, column names or None)."""
+    _, da = _require_dask()
+    columns = None
+    if hasattr(X, "to_dask_array") and hasattr(X, "columns"):  # dask DataFrame
+        columns = list(X.columns)
+        X = X.to_dask_array(lengths=True)
+    elif not isinstance(X, da.Array):
+        if is_dask_collection(X):
+            raise TypeError(f"{name} must be a dask array or DataFrame; got {type(X).__name__}")
+        X = da.asarray(np.asarray(X))
+    if X.ndim != 2:
+        raise ValueError(f"Expected 2D array for {name}, got {X.ndim}D array instead; reshape your data "
+                         f"with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample")
+    if any(math.isnan(c) for c in X.chunks[0]):
+        X = X.compute_chunk_sizes()
+    if X.numblocks[1] != 1:
+        X = X.rechunk({1: -1})
+    return X, columns
+
+
+def _as_row_vector(y, row_chunks, name="y"):
+    """A 1-D dask array with the given row chunks."""
+    _, da = _require_dask()
+    if y is None:
+        raise ValueError(f"DNNClassifier requires {name} to be passed, but the target {name} is None.")
+    if hasattr(y, "to_dask_array"):  # dask Series or one-column DataFrame
+        y = y.to_dask_array(lengths=True)
+    elif not isinstance(y, da.Array):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim == 1 and len(y) != sum(row_chunks):
+            raise ValueError(f"X and {name} have inconsistent numbers of samples: "
+                             f"{sum(row_chunks)} and {len(y)}")
+        y = da.from_array(y, chunks=(tuple(row_chunks),) + y.shape[1:])
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{name} should be a 1d array, got an array of shape {y.shape} instead.")
+    if any(math.isnan(c) for c in y.chunks[0]):
+        y = y.compute_chunk_sizes()
+    m = sum(row_chunks)
+    if y.shape[0] != m:
+        raise ValueError(f"X and {name} have inconsistent numbers of samples: {m} and {y.shape[0]}")
+    if y.chunks[0] != tuple(row_chunks):
+        y = y.rechunk((tuple(row_chunks),))
+    return y
+
+
+# --------------------------------------------------------- flat parameters
+class _Layout:
+    """All W then all b of a network in one flat array (one message per step)."""
+
+    def __init__(self, layer_dims):
+        shapes = [(n, n_prev) for n_prev, n in zip(layer_dims[:-1], layer_dims[1:])]
+        shapes += [(n, 1) for n in layer_dims[1:]]
+        self.n_layers = len(layer_dims) - 1
+        self.shapes = shapes
+        self.offsets = np.cumsum([0] + [a * b for a, b in shapes]).tolist()
+        self.size = self.offsets[-1]
+
+    def views(self, flat):
+        """(W list, b list) as C-contiguous views of `flat`."""
+        parts = [flat[lo:hi].reshape(shape)
+                 for lo, hi, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+        return parts[:self.n_layers], parts[self.n_layers:]
+
+    def pack(self, W, b):
+        flat = np.empty(self.size, dtype=W[0].dtype)
+        for dst, src in zip(sum(self.views(flat), []), list(W) + list(b)):
+            np.copyto(dst, src)
+        return flat
+
+
+# ------------------------------------------------------------ worker side
+# Everything from here to the driver section runs in the worker processes.
+# Networks live in a per-process cache keyed by (fit id, shard id) so their
+# buffers survive from one step to the next; a shard recomputed on another
+# worker after a failure simply builds a new one there.
+_CACHE_SIZE = 16
+_CACHE = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+class _ShardState:
+    """A shard's Network and its per-epoch batch permutations, in one worker."""
+
+    def __init__(self, spec):
+        layer_dims, hidden_activation, output, dtype, backend = spec
+        self.net = Network(layer_dims, hidden_activation=hidden_activation, dtype=np.dtype(dtype),
+                           backend=backend, init="zeros", output=output)
+        self.layout = _Layout(self.net.layer_dims)
+        self.lock = threading.Lock()
+        self.perm_key = None
+        self.perms = {}
+
+    def load(self, flat):
+        W, b = self.layout.views(flat)
+        for dst, src in zip(self.net.W + self.net.b, W + b):
+            np.copyto(dst, src)
+
+    def batch_rows(self, index, m, epoch, k, n_batches, shuffle, seed):
+        """Row numbers of block `index` (m rows) that go into batch k of the epoch."""
+        lo, hi = (k * m) // n_batches, ((k + 1) * m) // n_batches
+        if not shuffle:
+            return np.arange(lo, hi)
+        if self.perm_key != (seed, epoch):
+            self.perm_key, self.perms = (seed, epoch), {}
+        perm = self.perms.get(index)
+        if perm is None:
+            perm = self.perms[index] = np.random.default_rng([seed, epoch, index]).permutation(m)
+        # Sorted: the gather then reads X in order (the sum does not care).
+        return np.sort(perm[lo:hi])
+
+
+def _shard_state(key, spec):
+    with _CACHE_LOCK:
+        state = _CACHE.get(key)
+        if state is None:
+            state = _CACHE[key] = _ShardState(spec)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        else:
+            _CACHE.move_to_end(key)
+        return state
+
+
+def _forget(fit_key):
+    """Drop the cached networks of one fit (run on every worker when a fit ends)."""
+    with _CACHE_LOCK:
+        for key in [k for k in _CACHE if k[0] == fit_key]:
+            del _CACHE[key]
+    return None
+
+
+def _encode_labels(y, classes, dtype, n_out, index):
+    idx = np.searchsorted(classes, y)
+    idx = np.minimum(idx, len(classes) - 1)
+    unknown = classes[idx] != y
+    if np.any(unknown):
+        bad = np.unique(np.asarray(y)[unknown])[:5]
+        raise ValueError(f"y contains labels not in classes_ {classes.tolist()}: {bad.tolist()} "
+                         f"(row block {index})")
+    m = len(y)
+    if n_out == 1:
+        return (idx == 1).astype(dtype).reshape(1, m)
+    Y = np.zeros((n_out, m), dtype=dtype)
+    Y[idx, np.arange(m)] = 1
+    return Y
+
+
+def _prepare_block(index, xb, yb, classes, dtype, n_out, seed, validation_fraction):
+    """Validate and encode one row block: ``(index, X (m, n) C-ordered, Y (n_out, m), X_val, Y_val)``."""
+    xb = np.asarray(xb)
+    if xb.dtype.kind not in "biuf":
+        if xb.dtype.kind == "c":
+            raise ValueError("Complex data not supported")
+        try:
+            xb = xb.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"X must hold numbers; row block {index} has dtype {xb.dtype}") from None
+    X = np.ascontiguousarray(xb, dtype=dtype)
+    if not np.isfinite(X).all():
+        raise ValueError(f"Input X contains NaN or infinity (row block {index})")
+    yb = np.asarray(yb).ravel()
+    if yb.shape[0] != X.shape[0]:
+        raise ValueError(f"X and y blocks {index} have {X.shape[0]} and {yb.shape[0]} rows")
+    Y = _encode_labels(yb, classes, dtype, n_out, index)
+    if not validation_fraction or X.shape[0] < 2:
+        return (index, X, Y, None, None)
+    labels = Y[0].astype(np.intp) if n_out == 1 else np.argmax(Y, axis=0)
+    try:
+        train, val = split_validation(labels, X.shape[0], validation_fraction,
+                                      np.random.default_rng([seed, index]))
+    except ValueError:  # every class of this block has one example: keep it all for training
+        return (index, X, Y, None, None)
+    return (index, np.take(X, train, axis=0), np.take(Y, train, axis=1),
+            np.take(X, val, axis=0), np.take(Y, val, axis=1))
+
+
+def _block_sizes(part):
+    _, X, _, Xv, _ = part
+    return X.shape[0], 0 if Xv is None else Xv.shape[0]
+
+
+def _make_shard(shard_id, *parts):
+    # A plain tuple of arrays, so dask's sizeof sees the data it holds.
+    return (shard_id, tuple(parts))
+
+
+def _gradient(net, X, Y, keep_prob, rng):
+    """Mean gradients of (X, Y) into net's gradient buffers; returns the mean cost (no L2)."""
+    ws = net._workspace(X.shape[1])
+    net._forward_into(X, ws, keep_prob, rng)
+    cost = net._output_gradient(Y, ws)
+    net._backward_layers(X, ws, dropout=keep_prob < 1.0)
+    return cost
+
+
+def _shard_gradient(shard, flat_params, fit_key, spec, plan):
+    """Gradient *sums* of one shard at the given parameters: ``(flat sums, cost sum, rows)``.
+
+    `plan` is ``(epoch, k, n_batches, shuffle, seed, keep_prob, step)``.
+    """
+    shard_id, parts = shard
+    epoch, k, n_batches, shuffle, seed, keep_prob, step = plan
+    state = _shard_state((fit_key, shard_id), spec)
+    with state.lock:
+        net = state.net
+        state.load(flat_params)
+        kernels = net._kernels
+        out = np.zeros(state.layout.size, dtype=net.dtype)
+        gW, gb = state.layout.views(out)
+        cost_sum, count = 0.0, 0
+        for index, X, Y, _, _ in parts:
+            if n_batches > 1:
+                rows = state.batch_rows(index, X.shape[0], epoch, k, n_batches, shuffle, seed)
+                X, Y = np.take(X, rows, axis=0), np.take(Y, rows, axis=1)
+            m = X.shape[0]
+            if m == 0:
+                continue
+            rng = np.random.default_rng([seed, step, index]) if keep_prob < 1.0 else None
+            # X.T: the (n, m) F-ordered view the network reads in place.
+            cost = _gradient(net, X.T, Y, keep_prob, rng)
+            for l in range(net.n_layers):
+                # sum += m * mean, through the update kernel (param -= rate * grad).
+                kernels.gradient_descent_update(gW[l], net._dW[l], -float(m))
+                kernels.gradient_descent_update(gb[l], net._db[l], -float(m))
+            cost_sum += cost * m
+            count += m
+    return out, cost_sum, count
+
+
+def _shard_evaluate(shard, flat_params, fit_key, spec):
+    """Validation ``(correct, cost sum, rows)`` of one shard at the given parameters."""
+    shard_id, parts = shard
+    state = _shard_state((fit_key, shard_id), spec)
+    correct = cost_sum = 0.0
+    count = 0
+    with state.lock:
+        net = state.net
+        state.load(flat_params)
+        for _, _, _, Xv, Yv in parts:
+            if Xv is None or Xv.shape[0] == 0:
+                continue
+            m = Xv.shape[0]
+            cost_sum += net.cost(Xv.T, Yv) * m
+            correct += accuracy(net, Xv.T, Yv) * m
+            count += m
+    return correct, cost_sum, count
+
+
+def _combine(*results):
+    """Add up shard results (on the worker that holds them)."""
+    first = results[0][0]
+    if isinstance(first, np.ndarray):
+        total = first.copy()
+        for r in results[1:]:
+            total += r[0]
+    else:
+        total = sum(r[0] for r in results)
+    rest = [sum(r[i] for r in results) for i in range(1, len(results[0]))]
+    return (total, *rest)
+
+
+def _call_block(block, model, method):
+    return getattr(model, method)(block)
+
+
+# ------------------------------------------------------------ driver side
+class _DistributedData:
+    """Prepared row blocks held as shards on the workers, and the steps over them."""
+
+    def __init__(self, client, X, y, net, *, classes, seed, validation_fraction):
+        import dask
+        from distributed import futures_of, wait
+
+        self.client = client
+        self.net = net
+        self.fit_key = uuid.uuid4().hex[:12]
+        self.spec = (tuple(net.layer_dims), net.hidden_activation, net.output, net.dtype.name,
+                     net.backend)
+        self.layout = _Layout(net.layer_dims)
+        self._params = None
+        self._n_steps = 0
+        self.step_seconds = []
+
+        nthreads = dict(client.nthreads())
+        if not nthreads:
+            raise RuntimeError("the dask cluster has no workers; start some (dask worker ...) and retry")
+        addresses = sorted(nthreads)
+        n_blocks = X.numblocks[0]
+
+        # Where each block is prepared: where it already is, else contiguous runs
+        # in proportion to the workers' threads.
+        x_keys = [key[0] for key in X.__dask_keys__()]
+        held = {}
+        persisted = futures_of(X)
+        if persisted:
+            held = {k: v for k, v in client.who_has(persisted).items() if v}
+        total_threads = sum(nthreads[a] for a in addresses)
+        bounds, acc = [], 0
+        for a in addresses:
+            acc += nthreads[a]
+            bounds.append(acc * n_blocks / total_threads)
+        target = {}
+        for i, key in enumerate(x_keys):
+            where = held.get(key) or held.get(str(key))
+            if where:
+                target[i] = where[0]
+            else:
+                target[i] = addresses[next(j for j, bound in enumerate(bounds) if i < bound)]
+
+        xd = X.to_delayed().ravel()
+        yd = y.to_delayed().ravel()
+        prepare = dask.delayed(_prepare_block, pure=True)
+        n_out = net.layer_dims[-1]
+        futures = [None] * n_blocks
+        for a in addresses:
+            mine = [i for i in range(n_blocks) if target[i] == a]
+            if not mine:
+                continue
+            tasks = [prepare(i, xd[i], yd[i], classes, net.dtype, n_out, seed, validation_fraction)
+                     for i in mine]
+            for i, f in zip(mine, client.compute(tasks, workers=[a], allow_other_workers=True)):
+                futures[i] = f
+        wait(futures)
+        for f in futures:
+            if f.status == "error":
+                f.result()  # re-raises the worker's ValueError/TypeError
+
+        sizes = client.gather(client.map(_block_sizes, futures, pure=False))
+        self.n_blocks = n_blocks
+        self.m_train = sum(s[0] for s in sizes)
+        self.m_val = sum(s[1] for s in sizes)
+        if validation_fraction and self.m_val == 0:
+            raise ValueError("validation_fraction leaves no example to validate on: the row blocks "
+                             "are too small to hold any out")
+
+        # One shard per worker thread, from the blocks the worker holds.
+        where = client.who_has(futures)
+        per_worker = OrderedDict((a, []) for a in addresses)
+        for i, f in enumerate(futures):
+            holders = where.get(f.key) or [target[i]]
+            per_worker.setdefault(holders[0], []).append(i)
+        self.shards, self.groups = [], []
+        for a, blocks in per_worker.items():
+            if not blocks:
+                continue
+            n_sh = min(nthreads.get(a, 1), len(blocks))
+            group = []
+            for j in range(n_sh):
+                members = blocks[j * len(blocks) // n_sh:(j + 1) * len(blocks) // n_sh]
+                shard_id = len(self.shards)
+                self.shards.append(client.submit(
+                    _make_shard, shard_id, *[futures[i] for i in members],
+                    key=f"dnnblocks-shard-{self.fit_key}-{shard_id}", workers=[a],
+                    allow_other_workers=True))
+                group.append(shard_id)
+            self.groups.append(group)
+        wait(self.shards)
+        del futures  # the shards hold the blocks now
+        self.n_workers = len(self.groups)
+        self.n_shards = len(self.shards)
+
+    # ------------------------------------------------------------- steps
+    def _broadcast(self):
+        """The current parameters as one future on every worker (sent once per change)."""
+        if self._params is None:
+            flat = self.layout.pack(self.net.W, self.net.b)
+            self._params = self.client.scatter(flat, broadcast=True, hash=False)
+            self.param_bytes = flat.nbytes
+        return self._params
+
+    #: Attempts of a step whose messages fail (a worker dying while the
+    #: parameters are sent, ...). Tasks lost with a worker are retried by Dask
+    #: itself, up to ``distributed.scheduler.allowed-failures``.
+    COMM_ATTEMPTS = 4
+
+    def _run(self, function, args, tag):
+        """Run `function(shard, params, *args)` on every shard; gather the per-worker sums.
+
+        Nothing on the driver changes until the results are in, so a step
+        whose communication fails is simply run again.
+        """
+        for attempt in range(self.COMM_ATTEMPTS):
+            try:
+                return self._run_once(function, args, tag, attempt)
+            except OSError:  # CommClosedError, TimeoutError, connection refused, ...
+                if attempt == self.COMM_ATTEMPTS - 1:
+                    raise
+                self._params = None
+                time.sleep(0.5 * 2**attempt)
+
+    def _run_once(self, function, args, tag, attempt):
+        params = self._broadcast()
+        submit = self.client.submit
+        stem = f"{self.fit_key}-{self._n_steps}"
+        tasks = [submit(function, shard, params, *args, key=f"dnnblocks-{tag}-{stem}-{j}-{attempt}")
+                 for j, shard in enumerate(self.shards)]
+        per_worker = []
+        for w, group in enumerate(self.groups):
+            if len(group) == 1:
+                per_worker.append(tasks[group[0]])
+            else:
+                per_worker.append(submit(_combine, *[tasks[j] for j in group],
+                                         key=f"dnnblocks-{tag}sum-{stem}-{w}-{attempt}"))
+        return self.client.gather(per_worker)
+
+    def step(self, optimizer, learning_rate, l2, plan):
+        """One optimizer step on the gradient of the batch `plan` selects; returns (cost, rows)."""
+        start = time.perf_counter()
+        results = self._run(_shard_gradient, (self.fit_key, self.spec, plan), "grad")
+        self.gathered_bytes = sum(r[0].nbytes for r in results)
+        total = results[0][0].astype(self.net.dtype, copy=True)
+        for r in results[1:]:
+            total += r[0]
+        cost_sum = sum(r[1] for r in results)
+        count = sum(r[2] for r in results)
+        self._n_steps += 1
+        if count == 0:
+            return math.nan, 0
+        net = self.net
+        cost = cost_sum / count
+        if l2:
+            cost += net._l2_cost(l2, count)
+        if not math.isfinite(cost):
+            raise TrainingDivergedError(
+                f"the cost became {cost}; the parameters were left as they were. "
+                f"Try a smaller learning_rate (got {learning_rate})."
+            )
+        total *= 1.0 / count  # sums -> means, as the kernels scale by 1/m
+        dW, db = self.layout.views(total)
+        kernels = net._kernels
+        optimizer.start_step(net.W, net.b)
+        for l in range(net.n_layers):
+            optimizer.update_layer(kernels, l, net.W[l], dW[l], net.b[l], db[l], learning_rate,
+                                   l2 / count)
+        self._params = None  # changed: broadcast anew at the next use
+        self.step_seconds.append(time.perf_counter() - start)
+        return cost, count
+
+    def evaluate(self):
+        """Validation (cost, accuracy) of the current parameters."""
+        results = self._run(_shard_evaluate, (self.fit_key, self.spec), "val")
+        correct = sum(r[0] for r in results)
+        cost_sum = sum(r[1] for r in results)
+        count = sum(r[2] for r in results)
+        return cost_sum / count, correct / count
+
+    def stats(self):
+        steps = self.step_seconds
+        return {
+            "n_workers": self.n_workers,
+            "n_shards": self.n_shards,
+            "n_blocks": self.n_blocks,
+            "n_steps": len(steps),
+            "median_step_seconds": float(np.median(steps)) if steps else None,
+            "parameter_bytes": self.layout.size * self.net.dtype.itemsize,
+            "broadcast_bytes_per_step": self.layout.size * self.net.dtype.itemsize * self.n_workers,
+            "gathered_bytes_per_step": getattr(self, "gathered_bytes", None),
+        }
+
+    def close(self):
+        self._params = None
+        self.shards = []
+        try:
+            self.client.run(_forget, self.fit_key)
+        except Exception:  # a worker gone: its cache went with it
+            pass
+
+
+def _train(data, net, *, epochs, batch_size, learning_rate, optimizer, l2, dropout, schedule,
+           decay_rate, shuffle, seed, start_epoch, validation, early_stopping, tol,
+           n_iter_no_change, verbose, on_step=None):
+    """The epoch loop of :func:`dnnblocks.training.train` over distributed data."""
+    history = History()
+    history.n_examples = data.m_train
+    n_batches = 1 if batch_size is None else max(1, -(-data.m_train // batch_size))
+    keep_prob = 1.0 - dropout
+    progress = Progress(epochs, verbose) if verbose else None
+    best_cost, best_score, best_weights, no_improvement = math.inf, -math.inf, None, 0
+    if early_stopping and tol is None:
+        tol = 0.0
+    steps = 0
+    try:
+        for epoch in range(epochs):
+            lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
+            total, seen = 0.0, 0
+            for k in range(n_batches):
+                plan = (start_epoch + epoch, k, n_batches, bool(shuffle), seed, keep_prob,
+                        steps)
+                cost, count = data.step(optimizer, lr, l2, plan)
+                steps += 1
+                if count:
+                    total += cost * count
+                    seen += count
+                if on_step is not None:
+                    on_step(steps)
+            cost = total / seen
+            history.cost.append(cost)
+            history.learning_rate.append(lr)
+            history.n_epochs += 1
+            extra = {}
+            if validation:
+                val_cost, score = data.evaluate()
+                history.validation_cost.append(val_cost)
+                history.validation_score.append(score)
+                extra = {"val_cost": val_cost, "val_acc": score}
+            if progress is not None:
+                progress.update(epoch + 1, cost, **extra)
+            if early_stopping:
+                no_improvement = no_improvement + 1 if score < best_score + tol else 0
+                if score > best_score:
+                    best_score = score
+                    best_weights = net._snapshot()
+                    history.best_epoch = epoch
+            elif tol is not None:
+                no_improvement = no_improvement + 1 if cost > best_cost - tol else 0
+                best_cost = min(best_cost, cost)
+            if (early_stopping or tol is not None) and no_improvement > n_iter_no_change:
+                history.stop_reason = "early_stopping" if early_stopping else "converged"
+                break
+        if best_weights is not None:
+            net._restore(best_weights)
+    except BaseException as exc:
+        history.steps_completed = steps
+        exc.dnnblocks_history = history
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+    history.steps_completed = steps
+    return history
+
+
+def _record(est, history, incremental, early, max_iter):
+    """The estimator's bookkeeping after (part of) a fit, as ``DNNClassifier._fit`` does it."""
+    est.loss_curve_.extend(history.cost)
+    est.n_iter_ += history.n_epochs
+    est.t_ += history.n_epochs * history.n_examples
+    if early:
+        est.validation_scores_ = list(history.validation_score)
+        est.best_validation_score_ = max(history.validation_score) if history.validation_score else None
+        est.best_loss_ = None
+    elif history.cost:
+        best = est.best_loss_ if est.best_loss_ is not None else np.inf
+        est.best_loss_ = min(best, min(history.cost))
+
+
+def fit(est, X, y, *, classes=None, incremental=False, client=None, step_callback=None):
+    """Fit a :class:`~dnnblocks.DNNClassifier` on dask data, data-parallel on a cluster.
+
+    ``DNNClassifier.fit(X, y, client=...)`` and ``partial_fit`` call this for
+    dask inputs (or whenever `client` is given); it can also be called directly.
+
+    Parameters
+    ----------
+    est : DNNClassifier
+        Fitted in place, with its own hyper-parameters (solver, alpha,
+        batch_size, max_iter, tol, early_stopping, dropout, dtype, ...).
+    X : dask array or dask DataFrame of shape (n_samples, n_features)
+        Chunked by rows (several column chunks are merged). A NumPy array is
+        accepted when `client` is given: it is split into one block per worker
+        thread and sent to the workers.
+    y : dask array, dask Series or array-like of shape (n_samples,)
+    classes : array-like, optional
+        For ``incremental=True``: every class, required on the first call.
+    incremental : bool, default False
+        ``partial_fit`` semantics: one epoch, continuing from the current state.
+    client : distributed.Client, optional
+        The cluster; defaults to the active client. Without any, the data are
+        computed into memory and fitted there.
+    step_callback : callable, optional
+        ``step_callback(n)`` on the driver after the n-th completed optimizer
+        step of this call (for progress, timing or tests).
+
+    Returns
+    -------
+    est
+
+    Raises
+    ------
+    DistributedFitError
+        A step could not be completed on the cluster; the model keeps the
+        last completed step.
+    """
+    import warnings
+
+    from .estimator import ConvergenceWarning, check_classification_targets
+
+    _require_dask()
+    client = _resolve_client(client)
+    if not is_dask_collection(X):
+        if client is None:
+            return est._fit(X, y, incremental, classes) if incremental else est._fit(X, y, False)
+        X = np.asarray(X)
+        if X.ndim == 2 and X.shape[0] > 0:
+            import dask.array as da
+
+            n = max(1, sum(client.nthreads().values()))
+            X = da.from_array(X, chunks=(max(1, -(-X.shape[0] // n)), X.shape[1]))
+    X, columns = _as_row_array(X)
+    y = _as_row_vector(y, X.chunks[0])
+    if client is None:
+        import dask
+
+        Xn, yn = dask.compute(X, y)
+        return est._fit(Xn, yn, incremental, classes) if incremental else est._fit(Xn, yn, False)
+
+    p = est._check_params()
+    saved = dict(est.__dict__)
+    fitted = est.__sklearn_is_fitted__()
+    first = not fitted if incremental else not (est.warm_start and fitted)
+    if fitted and not first and np.dtype(est._network.dtype) != p["dtype"]:
+        raise ValueError(f"dtype changed from {est._network.dtype} to {p['dtype']} "
+                         f"since the model was fitted; fit it anew")
+    m, n_features = X.shape
+    if m < 1 or n_features < 1:
+        raise ValueError(f"X has shape {X.shape}: at least one sample and one feature are required")
+    if not first and n_features != est.n_features_in_:
+        raise ValueError(f"X has {n_features} features, but {type(est).__name__} is expecting "
+                         f"{est.n_features_in_} features as input.")
+    if X.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    if first:
+        if incremental:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit "
+                                 "(all the labels the model will ever see)")
+            all_classes = np.unique(np.asarray(classes))
+        else:
+            import dask.array as da
+
+            all_classes = client.compute(da.unique(y)).result()
+        check_classification_targets(all_classes)
+        est.n_features_in_ = n_features
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+        if columns is not None and all(isinstance(c, str) for c in columns):
+            est.feature_names_in_ = np.asarray(columns, dtype=object)
+        est._initialize(all_classes, n_features, p)
+    elif incremental and classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
+                                                                     est.classes_):
+        raise ValueError(f"classes={np.unique(np.asarray(classes)).tolist()} differs from the "
+                         f"classes of the first partial_fit call {est.classes_.tolist()}")
+
+    batch_size = p["batch_size"]
+    if batch_size == "auto":
+        batch_size = min(200, m)
+    elif batch_size is not None:
+        batch_size = min(batch_size, m)
+    early = bool(est.early_stopping) and not incremental
+    seed = int(est._rng.integers(2**63 - 1))
+    net = est._network
+    try:
+        data = _DistributedData(client, X, y, net, classes=est.classes_, seed=seed,
+                                validation_fraction=p["validation_fraction"] if early else None)
+    except BaseException:
+        # Bad data found on a worker (NaN, unknown label, ...): the estimator
+        # is left exactly as it was before this call.
+        est.__dict__.clear()
+        est.__dict__.update(saved)
+        raise
+    options = dict(
+        batch_size=None if batch_size is None or batch_size >= data.m_train else batch_size,
+        learning_rate=p["learning_rate_init"], optimizer=est._optimizer, l2=p["alpha"],
+        dropout=p["dropout"], schedule=est.learning_rate, decay_rate=p["decay_rate"],
+        shuffle=bool(est.shuffle), seed=seed, start_epoch=est.n_iter_, verbose=p["verbose"],
+        validation=early, early_stopping=early, on_step=step_callback,
+    )
+    if incremental:
+        options.update(epochs=1, tol=None, n_iter_no_change=p["n_iter_no_change"])
+    else:
+        options.update(epochs=p["max_iter"], tol=p["tol"], n_iter_no_change=p["n_iter_no_change"])
+    try:
+        try:
+            history = _train(data, net, **options)
+        except BaseException as exc:
+            # Keep the record of the epochs that did complete, in step with the parameters.
+            partial = getattr(exc, "dnnblocks_history", None)
+            if partial is not None:
+                _record(est, partial, incremental, early, p["max_iter"])
+                est.dask_stats_ = data.stats()
+            done = 0 if partial is None else partial.steps_completed
+            if not isinstance(exc, Exception) or isinstance(
+                    exc, (TrainingDivergedError, ValueError, TypeError)):
+                raise
+            raise DistributedFitError(
+                f"distributed training stopped after {done} completed step(s): "
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. The model keeps the parameters of the last "
+                f"completed step (n_iter_={est.n_iter_}).", done) from exc
+    finally:
+        data.close()
+    _record(est, history, incremental, early, p["max_iter"])
+    est.dask_stats_ = data.stats()
+    if not incremental and history.stop_reason == "max_epochs":
+        warnings.warn(
+            f"Stochastic Optimizer: Maximum iterations ({p['max_iter']}) reached and the "
+            f"optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+    return est
+
+
+# -------------------------------------------------------------- prediction
+def _blockwise(est, X, method):
+    """``est.<method>`` over the row blocks of dask X, as a lazy dask array."""
+    from .estimator import check_is_fitted
+
+    dask, _ = _require_dask()
+    check_is_fitted(est)
+    X, columns = _as_row_array(X)
+    names = getattr(est, "feature_names_in_", None)
+    if columns is not None and names is not None and list(map(str, columns)) != list(names):
+        raise ValueError(f"The feature names should match those that were passed during fit: "
+                         f"fitted with {list(names)}, got {list(columns)}")
+    if X.shape[1] != est.n_features_in_:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
+                         f"{est.n_features_in_} features as input.")
+    # A light copy for the workers: no optimizer state, no feature names (the
+    # blocks are plain arrays; the names were checked above).
+    model = copy.copy(est)
+    for attr in ("_optimizer", "feature_names_in_", "dask_stats_"):
+        model.__dict__.pop(attr, None)
+    # The lazy result is the model as it is now, even if training goes on.
+    model._network = copy.deepcopy(est._network)
+    model = dask.delayed(model, name=f"dnnblocks-model-{uuid.uuid4().hex}")
+    n_classes = len(est.classes_)
+    dtype = est._network.dtype
+    if method == "predict":
+        return X.map_blocks(_call_block, model, method, drop_axis=1, dtype=est.classes_.dtype,
+                            chunks=(X.chunks[0],), meta=np.empty((0,), est.classes_.dtype))
+    if method == "decision_function" and n_classes == 2:
+        return X.map_blocks(_call_block, model, method, drop_axis=1, dtype=dtype,
+                            chunks=(X.chunks[0],), meta=np.empty((0,), dtype))
+    return X.map_blocks(_call_block, model, method, dtype=dtype, chunks=(X.chunks[0], (n_classes,)),
+                        meta=np.empty((0, 0), dtype))
+
+
+def predict(est, X):
+    """Class labels of dask X, a lazy dask array of shape (n_samples,)."""
+    return _blockwise(est, X, "predict")
+
+
+def predict_proba(est, X):
+    """Class probabilities of dask X, a lazy dask array of shape (n_samples, n_classes)."""
+    return _blockwise(est, X, "predict_proba")
+
+
+def predict_log_proba(est, X):
+    """Log class probabilities of dask X, a lazy dask array of shape (n_samples, n_classes)."""
+    return _blockwise(est, X, "predict_log_proba")
+
+
+def decision_function(est, X):
+    """Logits of dask X: (n_samples,) for two classes, else (n_samples, n_classes); lazy."""
+    return _blockwise(est, X, "decision_function")
+
+
+def score(est, X, y, sample_weight=None):
+    """Mean accuracy on dask (X, y), computed on the cluster; a float."""
+    pred = predict(est, X)
+    y = _as_row_vector(y, pred.chunks[0])
+    hit = pred == y
+    if sample_weight is None:
+        result = hit.mean()
+    else:
+        w = _as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
+        result = (w * hit).sum() / w.sum()
+    return float(result.compute())

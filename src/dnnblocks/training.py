@@ -1,0 +1,430 @@
+"""The training loop: epochs of mini-batches, schedules, early stopping, progress.
+
+:func:`train` drives a :class:`dnnblocks.Network` through epochs of
+(mini-)batch steps with any optimizer, L2 and dropout. Mini-batches are
+reshuffled every epoch with a seeded generator and gathered into buffers
+allocated once per run (one for the full batch size, one for the short last
+batch), so the steps themselves allocate nothing.
+"""
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from ._safeguards import TrainingGuard
+from ._validation import check_learning_rate, check_positive_int, check_scalar
+from .optimizers import get_optimizer
+
+#: Learning-rate schedules accepted by :func:`train`.
+SCHEDULES = ("constant", "inverse_time")
+
+
+def learning_rate_at(learning_rate, epoch, schedule="constant", decay_rate=1.0):
+    """The learning rate of epoch `epoch` (counted from 0) under a schedule.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The initial learning rate alpha0.
+    epoch : int
+    schedule : {"constant", "inverse_time"}
+        ``"inverse_time"`` is the course's decay ``alpha0 / (1 + decay_rate * epoch)``.
+    decay_rate : float >= 0
+    """
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "inverse_time":
+        return learning_rate / (1.0 + decay_rate * epoch)
+    raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
+
+
+class History:
+    """What happened during :func:`train`.
+
+    Attributes
+    ----------
+    cost : list of float
+        Training cost of each epoch: the mean over the epoch's batches of the
+        cost before each step (with dropout and the L2 term, as optimised).
+    validation_cost : list of float
+        Cost on the validation set after each epoch (no dropout, no L2 term);
+        empty without validation.
+    validation_score : list of float
+        Accuracy on the validation set after each epoch; empty without validation.
+    learning_rate : list of float
+        The learning rate used in each epoch.
+    n_epochs : int
+        Epochs run.
+    n_examples : int
+        Training examples per epoch (without the validation part).
+    best_epoch : int or None
+        With early stopping, the epoch (from 0) whose weights were kept.
+    stop_reason : {"max_epochs", "converged", "early_stopping"}
+    """
+
+    def __init__(self):
+        self.cost = []
+        self.validation_cost = []
+        self.validation_score = []
+        self.learning_rate = []
+        self.n_epochs = 0
+        self.n_examples = 0
+        self.best_epoch = None
+        self.stop_reason = "max_epochs"
+
+    def __repr__(self):
+        last = f"{self.cost[-1]:.6g}" if self.cost else "n/a"
+        return (f"History(n_epochs={self.n_epochs}, last cost={last}, "
+                f"stop_reason={self.stop_reason!r})")
+
+
+class _Batches:
+    """Column mini-batches of (X, Y) for one network, buffers made once.
+
+    X is (n, m) C- or F-ordered; an F-ordered X (row-major data seen through
+    ``.T``) is gathered row-wise into an (b, n) C buffer whose transpose the
+    network reads in place, so either layout costs one contiguous copy of the
+    batch and no more.
+    """
+
+    def __init__(self, X, Y, batch_size, indices=None):
+        self.X, self.Y = X, Y
+        m_total = X.shape[1]
+        self.rows = X.flags.f_contiguous and not X.flags.c_contiguous
+        if indices is None:
+            self.idx = np.arange(m_total, dtype=np.intp)
+        else:
+            self.idx = np.array(indices, dtype=np.intp)
+        self.m = len(self.idx)
+        b = self.m if batch_size is None else min(batch_size, self.m)
+        self.batch_size = b
+        self.n_batches = -(-self.m // b)
+        # One batch covering X in order: no gathering at all.
+        self.direct = indices is None and self.n_batches == 1
+        self._buffers = {}
+        if not self.direct:
+            for size in {b, self.m - (self.n_batches - 1) * b}:
+                self._buffers[size] = self._make_buffers(size)
+            if self.n_batches == 1:
+                # A fixed subset in one batch: its order does not matter, gather once.
+                self._gather(self.idx)
+
+    def _make_buffers(self, size):
+        n, k = self.X.shape[0], self.Y.shape[0]
+        xb = np.empty((size, n), self.X.dtype) if self.rows else np.empty((n, size), self.X.dtype)
+        return xb, np.empty((k, size), self.Y.dtype)
+
+    def _gather(self, ids):
+        xb, yb = self._buffers[len(ids)]
+        # mode="clip": the indices are valid by construction, and "raise" would
+        # make NumPy buffer the output.
+        if self.rows:
+            np.take(self.X.T, ids, axis=0, out=xb, mode="clip")
+            xb = xb.T
+        else:
+            np.take(self.X, ids, axis=1, out=xb, mode="clip")
+        np.take(self.Y, ids, axis=1, out=yb, mode="clip")
+        return xb, yb
+
+    def epoch(self, rng, shuffle):
+        """Yield the (X_batch, Y_batch) pairs of one epoch."""
+        if self.direct:
+            yield self.X, self.Y
+            return
+        if self.n_batches == 1:
+            xb, yb = self._buffers[self.m]
+            yield (xb.T if self.rows else xb), yb
+            return
+        if shuffle:
+            rng.shuffle(self.idx)
+        b = self.batch_size
+        for start in range(0, self.m, b):
+            yield self._gather(self.idx[start:start + b])
+
+
+def _labels_of(net, Y):
+    """Class index of each column of Y, for stratification and accuracy."""
+    if net.output == "softmax":
+        return np.argmax(Y, axis=0)
+    if Y.shape[0] == 1:
+        return Y[0].astype(np.intp)
+    return None
+
+
+def split_validation(labels, m, fraction, rng):
+    """Indices ``(train, validation)`` holding out `fraction` of m examples.
+
+    Stratified by `labels` (an int array, or None for a plain random split):
+    every class keeps at least one training example, and the validation part
+    has at least one example.
+    """
+    if labels is None:
+        perm = rng.permutation(m)
+        n_val = min(m - 1, max(1, int(round(fraction * m))))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        k = min(len(members) - 1, int(round(fraction * len(members))))
+        val.append(members[:k])
+    val = np.concatenate(val) if val else np.empty(0, np.intp)
+    if len(val) == 0:
+        counts = np.bincount(labels)
+        biggest = np.flatnonzero(labels == np.argmax(counts))
+        if len(biggest) < 2:
+            raise ValueError(
+                "validation_fraction leaves no example to validate on: every class has a single example"
+            )
+        val = biggest[rng.integers(len(biggest))].reshape(1)
+    mask = np.zeros(m, bool)
+    mask[val] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def accuracy(net, X, Y):
+    """Fraction of columns of Y that `net` predicts right (argmax for softmax, 0.5 threshold otherwise)."""
+    if net.output == "softmax":
+        return float(np.mean(np.argmax(net.decision_function(X), axis=0) == np.argmax(Y, axis=0)))
+    pred = net.decision_function(X) > 0
+    return float(np.mean(np.all(pred == (Y > 0.5), axis=0)))
+
+
+class Progress:
+    """Reports training progress on a stream.
+
+    On a terminal, one line redrawn in place: a bar, the epoch and the cost
+    (at most ten redraws a second). Elsewhere (a log file, a pipe, a notebook
+    capture), plain lines: every epoch when ``verbose >= 2``, otherwise about
+    fifty lines per run at most, and always the last epoch.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total, verbose=1, stream=None, label="epoch"):
+        self.total = max(1, int(total))
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            self.tty = bool(isatty()) if isatty is not None else False
+        except (ValueError, OSError):  # closed stream
+            self.tty = False
+        self.every = 1 if verbose >= 2 else max(1, self.total // 50)
+        self.label = label
+        self._last_draw = 0.0
+        self._open = False
+
+    @staticmethod
+    def _describe(cost, extra):
+        text = f"cost {cost:.6g}"
+        for key, value in extra.items():
+            text += f", {key} {value:.4g}" if isinstance(value, float) else f", {key} {value}"
+        return text
+
+    def update(self, done, cost, **extra):
+        """Report that `done` epochs (of `total`) are finished, the last with `cost`."""
+        if self.tty:
+            now = time.monotonic()
+            if done < self.total and now - self._last_draw < 0.1:
+                return
+            self._last_draw = now
+            filled = int(self.WIDTH * min(done, self.total) / self.total)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self.stream.write(f"\r[{bar}] {self.label} {done}/{self.total} {self._describe(cost, extra)}\x1b[K")
+            self._open = True
+        elif done % self.every == 0 or done == self.total or done == 1:
+            self.stream.write(f"{self.label} {done}/{self.total}: {self._describe(cost, extra)}\n")
+        self.stream.flush()
+
+    def close(self, message=None):
+        """End the bar's line; print `message` (e.g. why training stopped) on its own line."""
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
+        if message:
+            self.stream.write(message + "\n")
+        self.stream.flush()
+
+
+def _check_training_options(net, epochs, batch_size, learning_rate, l2, dropout, schedule,
+                            decay_rate, validation_fraction, tol, n_iter_no_change):
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    learning_rate = check_learning_rate(learning_rate, dtype=net.dtype)
+    l2 = check_scalar(l2, "l2", low=0.0)
+    dropout = check_scalar(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
+    decay_rate = check_scalar(decay_rate, "decay_rate", low=0.0)
+    if validation_fraction is not None:
+        validation_fraction = check_scalar(validation_fraction, "validation_fraction", low=0.0,
+                                           high=1.0, low_inclusive=False, high_inclusive=False)
+    if tol is not None:
+        tol = check_scalar(tol, "tol", low=0.0)
+    n_iter_no_change = check_positive_int(n_iter_no_change, "n_iter_no_change")
+    return (epochs, batch_size, learning_rate, l2, dropout, decay_rate, validation_fraction, tol,
+            n_iter_no_change)
+
+
+def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimizer="sgd",
+          l2=0.0, dropout=0.0, schedule="constant", decay_rate=1.0, shuffle=True,
+          validation_fraction=None, validation_data=None, early_stopping=False, tol=None,
+          n_iter_no_change=10, random_state=None, verbose=0, start_epoch=0, callback=None,
+          stream=None, **optimizer_options):
+    """Train `net` on (X, Y) for up to `epochs` epochs.
+
+    Parameters
+    ----------
+    net : dnnblocks.Network
+        Trained in place.
+    X : ndarray of shape (n[0], m)
+        Examples as columns, C- or F-ordered (``data.T`` of row-major data is
+        read in place).
+    Y : array-like of shape (n[L], m)
+        0/1 labels (one-hot columns for a softmax output).
+    epochs : int, default 100
+        Passes over the training data.
+    batch_size : int or None, default None
+        Examples per step; None is full batch (one step per epoch). The last
+        batch of an epoch is shorter when the size does not divide m.
+    learning_rate : float, default 0.01
+        The initial learning rate.
+    optimizer : {"sgd", "momentum", "adam"} or dnnblocks.optimizers.Optimizer, default "sgd"
+        An Optimizer object keeps its state across calls (to continue
+        training); a name makes a new one.
+    l2 : float, default 0
+        L2 strength lambda: cost ``+ (lambda/2m) sum ||W||^2`` per batch of m.
+    dropout : float in [0, 1), default 0
+        Inverted-dropout probability on hidden layers, training only.
+    schedule : {"constant", "inverse_time"}, default "constant"
+        ``"inverse_time"``: ``learning_rate / (1 + decay_rate * epoch)``.
+    decay_rate : float, default 1.0
+    shuffle : bool, default True
+        Reshuffle the mini-batches every epoch (ignored for a single batch).
+    validation_fraction : float in (0, 1), optional
+        Hold out this fraction of the examples (stratified by class) to
+        validate on after every epoch.
+    validation_data : (X_val, Y_val), optional
+        A validation set given explicitly instead.
+    early_stopping : bool, default False
+        Stop when the validation accuracy has not improved by `tol` for more
+        than `n_iter_no_change` epochs, and restore the weights of the best
+        epoch. Needs validation.
+    tol : float, optional
+        Without early stopping: stop when the training cost has not improved
+        by `tol` for more than `n_iter_no_change` epochs. None never stops early
+        (with early stopping None means 0).
+    n_iter_no_change : int, default 10
+    random_state : int, numpy.random.Generator or None
+        Seeds shuffling, the validation split and the dropout masks.
+    verbose : int, default 0
+        1: progress bar on a terminal, plain lines otherwise; 2: a line per epoch.
+    start_epoch : int, default 0
+        Epochs already run (for the schedule when training continues).
+    callback : callable, optional
+        ``callback(epoch, history)`` after every epoch; returning True stops training.
+    stream : file-like, optional
+        Where progress goes (default ``sys.stderr``).
+    **optimizer_options
+        ``beta`` (momentum), ``beta1``, ``beta2``, ``epsilon`` (Adam) when
+        `optimizer` is a name.
+
+    Returns
+    -------
+    History
+    """
+    (epochs, batch_size, learning_rate, l2, dropout, decay_rate, validation_fraction, tol,
+     n_iter_no_change) = _check_training_options(
+        net, epochs, batch_size, learning_rate, l2, dropout, schedule, decay_rate,
+        validation_fraction, tol, n_iter_no_change)
+    start_epoch = check_positive_int(start_epoch, "start_epoch", minimum=0)
+    opt = get_optimizer(optimizer, **optimizer_options)
+    step_optimizer = None if opt.name == "sgd" else opt
+    rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+    X = net._check_X(X)
+    Y = net._check_Y(Y, X.shape[1])
+    if validation_fraction is not None and validation_data is not None:
+        raise ValueError("give validation_fraction or validation_data, not both")
+    train_idx = None
+    X_val = Y_val = None
+    if validation_fraction is not None:
+        if X.shape[1] < 2:
+            raise ValueError("validation_fraction needs at least 2 examples")
+        train_idx, val_idx = split_validation(_labels_of(net, Y), X.shape[1], validation_fraction, rng)
+        X_val = np.ascontiguousarray(X[:, val_idx])
+        Y_val = np.ascontiguousarray(Y[:, val_idx])
+    elif validation_data is not None:
+        X_val, Y_val = validation_data
+        X_val = net._check_X(X_val, "X_val")
+        Y_val = net._check_Y(Y_val, X_val.shape[1], "Y_val")
+    if early_stopping and X_val is None:
+        raise ValueError("early_stopping needs validation_fraction or validation_data")
+    if early_stopping and tol is None:
+        tol = 0.0
+
+    batches = _Batches(X, Y, batch_size, train_idx)
+    history = History()
+    history.n_examples = batches.m
+    progress = Progress(epochs, verbose, stream) if verbose else None
+    keep_prob = 1.0 - dropout
+    best_cost = math.inf
+    best_score = -math.inf
+    best_weights = None
+    no_improvement = 0
+    # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
+    guard = TrainingGuard(net)
+    try:
+        for epoch in range(epochs):
+            lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
+            total = 0.0
+            for xb, yb in batches.epoch(rng, shuffle):
+                total += guard.step(net._train_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
+            cost = total / batches.m
+            history.cost.append(cost)
+            history.learning_rate.append(lr)
+            history.n_epochs += 1
+            guard.epoch_done(history.n_epochs)
+            extra = {}
+            if X_val is not None:
+                history.validation_cost.append(net.cost(X_val, Y_val))
+                score = accuracy(net, X_val, Y_val)
+                history.validation_score.append(score)
+                extra = {"val_cost": history.validation_cost[-1], "val_acc": score}
+            if progress is not None:
+                progress.update(epoch + 1, cost, **extra)
+            if early_stopping:
+                no_improvement = no_improvement + 1 if score < best_score + tol else 0
+                if score > best_score:
+                    best_score = score
+                    best_weights = net._snapshot()
+                    history.best_epoch = epoch
+            elif tol is not None:
+                no_improvement = no_improvement + 1 if cost > best_cost - tol else 0
+                best_cost = min(best_cost, cost)
+            if callback is not None and callback(epoch, history):
+                history.stop_reason = "callback"
+                break
+            if (early_stopping or tol is not None) and no_improvement > n_iter_no_change:
+                history.stop_reason = "early_stopping" if early_stopping else "converged"
+                break
+        # Only on a normal end: an interrupted run keeps its last completed step.
+        if best_weights is not None:
+            net._restore(best_weights)
+    finally:
+        guard.close()
+        if progress is not None:
+            message = None
+            if history.stop_reason == "early_stopping":
+                message = (f"early stopping after epoch {history.n_epochs}: validation accuracy did not "
+                           f"improve for {n_iter_no_change} epochs; kept epoch {history.best_epoch + 1}")
+            elif history.stop_reason == "converged":
+                message = (f"stopped after epoch {history.n_epochs}: the cost did not improve by "
+                           f"{tol} for {n_iter_no_change} epochs")
+            progress.close(message)
+    return history
+
+
+__all__ = ["History", "Progress", "SCHEDULES", "accuracy", "learning_rate_at", "split_validation", "train"]
