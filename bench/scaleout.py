@@ -23,6 +23,7 @@ bench/SCALEOUT.md). Needs ``pip install "dnnblocks[dask]" threadpoolctl``.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,53 +64,70 @@ def _loopback_bytes():
         return None
 
 
-def run_cluster(n_workers, args):
-    import dask
-    from distributed import Client, LocalCluster, wait
+class _Cluster:
+    """A LocalCluster of `n_workers` single-threaded workers holding the benchmark data."""
 
-    import dnnblocks
+    def __init__(self, n_workers, args, stack):
+        import logging
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=ONE_THREAD) as cluster, Client(cluster) as client:
-        threads = client.run(_blas_threads)
+        from distributed import Client, LocalCluster, futures_of, wait
+
+        self.n_workers, self.args = n_workers, args
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            env=ONE_THREAD, silence_logs=logging.CRITICAL))
+        self.client = stack.enter_context(Client(cluster, set_as_default=False))
+        self.blas_threads = sorted({t for v in self.client.run(_blas_threads).values() for t in v})
         X, y = _make_data(args.rows, args.features, args.chunk)
-        X, y = dask.persist(X, y)
-        wait([X, y])
+        self.X, self.y = self.client.persist([X, y])
+        with self.client.as_current():
+            wait(futures_of([self.X, self.y]))
+        self.step_times, self.loopback, self.stats, self.coefs, self.final_cost = [], [], None, None, None
+        self.compute, self.cpu = [], []
+
+    def fit(self):
+        import dnnblocks
+        from dnnblocks import dask_support
+
         marks = []
 
         def on_step(n):
             marks.append((time.perf_counter(), _loopback_bytes()))
 
+        args = self.args
         est = dnnblocks.DNNClassifier(hidden_layer_sizes=tuple(args.hidden), solver="sgd",
                                       batch_size=None, learning_rate_init=0.05,
                                       max_iter=args.steps + 1, tol=0.0, random_state=0)
-        from dnnblocks import dask_support
-
-        start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is the step budget
-            dask_support.fit(est, X, y, client=client, step_callback=on_step)
-        wall = time.perf_counter() - start
-        times = np.diff([t for t, _ in marks])  # steps 2..N+1
-        nets = [b for _, b in marks]
-        lo_per_step = None
-        if None not in nets:
-            lo_per_step = (nets[-1] - nets[0]) / (len(nets) - 1)
-        stats = est.dask_stats_
+            dask_support.fit(est, self.X, self.y, client=self.client, step_callback=on_step)
+        # Step 1 builds the workers' networks and buffers: timed from step 2 on.
+        self.step_times.extend(np.diff([t for t, _ in marks]).tolist())
+        counters = [b for _, b in marks]
+        if None not in counters:
+            self.loopback.append((counters[-1] - counters[0]) / (len(counters) - 1))
+        self.stats, self.final_cost = est.dask_stats_, est.loss_curve_[-1]
+        self.compute.append(est.dask_stats_["median_worker_compute_seconds"])
+        self.cpu.append(est.dask_stats_["median_worker_cpu_seconds"])
+        self.coefs = [c.copy() for c in est.coefs_]
+
+    def summary(self):
+        stats = self.stats
         return {
-            "workers": n_workers,
-            "blas_threads_per_worker": threads,
-            "median_step_s": float(np.median(times)),
-            "min_step_s": float(np.min(times)),
-            "steps_timed": int(len(times)),
-            "fit_wall_s": wall,
+            "workers": self.n_workers,
+            "blas_threads_per_worker": self.blas_threads,
+            "median_step_s": float(np.median(self.step_times)),
+            "min_step_s": float(np.min(self.step_times)),
+            "steps_timed": len(self.step_times),
+            "worker_compute_s": float(np.median(self.compute)),
+            "worker_cpu_s": float(np.median(self.cpu)),
+            "rows_per_shard": stats["rows_per_shard"],
             "parameter_bytes": stats["parameter_bytes"],
             "payload_bytes_per_step": stats["broadcast_bytes_per_step"] + stats["gathered_bytes_per_step"],
-            "loopback_bytes_per_step": lo_per_step,
+            "loopback_bytes_per_step": float(np.median(self.loopback)) if self.loopback else None,
             "shards": stats["n_shards"],
             "blocks": stats["n_blocks"],
-            "final_cost": est.loss_curve_[-1],
-            "coefs": [c.copy() for c in est.coefs_],
+            "final_cost": self.final_cost,
         }
 
 
@@ -139,33 +157,40 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
     parser.add_argument("--chunk", type=int, default=5_000, help="rows per dask block")
     parser.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up step)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved fits per cluster size")
     parser.add_argument("--quick", action="store_true", help="a small shape, for a smoke run")
     parser.add_argument("--json", default=str(Path(__file__).with_name("scaleout.json")))
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.features, args.hidden, args.chunk, args.steps = 4_000, 32, [64, 64], 500, 3
+        args.rounds = 1
 
     print(f"shape: {args.rows} x {args.features}, hidden {tuple(args.hidden)}, float64, full batch, "
           f"blocks of {args.chunk} rows; {os.cpu_count()} CPUs", flush=True)
     reference = in_memory_step(args)
     print(f"in-memory Network.step, 1 BLAS thread: {reference:.3f} s", flush=True)
-    runs = []
-    for n in (1, 2):
-        r = run_cluster(n, args)
-        runs.append(r)
-        print(f"{n} worker(s): median step {r['median_step_s']:.3f} s, payload "
-              f"{r['payload_bytes_per_step'] / 1e6:.2f} MB/step, BLAS threads {r['blas_threads_per_worker']}",
-              flush=True)
+    load_before = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        clusters = [_Cluster(n, args, stack) for n in (1, 2)]
+        # Interleaved rounds, so that load from elsewhere hits both sizes alike.
+        for r in range(args.rounds):
+            for c in clusters:
+                c.fit()
+                print(f"round {r + 1}: {c.n_workers} worker(s), median step so far "
+                      f"{np.median(c.step_times):.3f} s", flush=True)
+        runs = [c.summary() for c in clusters]
+        agree = max(float(np.max(np.abs(a - b))) for a, b in zip(clusters[0].coefs, clusters[1].coefs))
+    load_after = os.getloadavg()
     one, two = runs
     speedup = one["median_step_s"] / two["median_step_s"]
-    agree = max(float(np.max(np.abs(a - b))) for a, b in zip(one["coefs"], two["coefs"]))
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0]},
         "shape": {"rows": args.rows, "features": args.features, "hidden": args.hidden,
                   "chunk": args.chunk, "dtype": "float64"},
         "in_memory_step_s": reference,
-        "runs": [{k: v for k, v in r.items() if k != "coefs"} for r in runs],
+        "load_average_before_after": [list(load_before), list(load_after)],
+        "runs": runs,
         "speedup_2_over_1": speedup,
         "max_abs_coef_diff_1_vs_2_workers": agree,
     }
@@ -173,17 +198,20 @@ def main(argv=None):
 
     mb = 1e6
     print()
-    print("| workers | median step (s) | speed-up | vs in-memory step | payload / step | "
-          "loopback / step | parameters |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | median step (s) | min step (s) | speed-up (median) | worker compute (s) | "
+          "worker CPU (s) | vs in-memory step | payload / step | loopback / step | parameters |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lo = "n/a" if r["loopback_bytes_per_step"] is None else f"{r['loopback_bytes_per_step'] / mb:.2f} MB"
-        print(f"| {r['workers']} | {r['median_step_s']:.3f} | "
-              f"{one['median_step_s'] / r['median_step_s']:.2f}x | "
+        print(f"| {r['workers']} | {r['median_step_s']:.3f} | {r['min_step_s']:.3f} | "
+              f"{one['median_step_s'] / r['median_step_s']:.2f}x | {r['worker_compute_s']:.3f} | "
+              f"{r['worker_cpu_s']:.3f} | "
               f"{r['median_step_s'] / reference:.2f} | {r['payload_bytes_per_step'] / mb:.2f} MB | {lo} | "
               f"{r['parameter_bytes'] / mb:.2f} MB |")
     print(f"\nin-memory step (1 BLAS thread): {reference:.3f} s; speed-up of 2 workers over 1: "
-          f"{speedup:.2f}x; 1- and 2-worker models differ by at most {agree:.1e}")
+          f"{speedup:.2f}x (median), {one['min_step_s'] / two['min_step_s']:.2f}x (min); "
+          f"1- and 2-worker models differ by at most {agree:.1e}; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     return result
 
 

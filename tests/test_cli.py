@@ -250,6 +250,8 @@ def files(tmp_path, fruit):
     f["semicolon"].write_text("x;y\n1;a\n2;b\n")
     f["binary"] = tmp_path / "binary.csv"
     f["binary"].write_bytes(b"\xff\xfe\x00\x81garbage\x00\xc3\x28")
+    f["huge"] = write_csv(tmp_path / "huge.csv", ["x", "y"],
+                          [[1e300 if i == 3 else i, "ab"[i % 2]] for i in range(20)])
     f["continuous"] = write_csv(tmp_path / "price.csv", ["x", "price"],
                                 [[i, f"{i * 1.37:.2f}"] for i in range(100)])
     f["not_model"] = tmp_path / "arrays.npz"
@@ -285,6 +287,11 @@ MISTAKES = {
     "id column not dropped": (["train", "{data}", "--target", "fruit"], ["'id'", "not a number"]),
     "empty feature cell": (["train", "{empty_cell}", "--target", "y"], ["line 3", "empty"]),
     "one-class target": (["train", "{one_class}", "--target", "y"], ["single class", "'a'"]),
+    "feature too large": (["train", "{huge}", "--target", "y"], ["column 'x'", "too large to standardise"]),
+    "diverging training (numpy backend)": (["train", "{data}", "--target", "fruit", "--drop", "id",
+                                            "--backend", "numpy", "--optimizer", "sgd",
+                                            "--learning-rate", "1e300", "--epochs", "2", "-q"],
+                                           ["cost became", "smaller learning"]),
     "continuous target": (["train", "{continuous}", "--target", "price"], ["regression"]),
     "ragged rows": (["train", "{ragged}", "--target", "y"], ["line 3", "3 fields", "header has 2"]),
     "empty file": (["train", "{empty}", "--target", "y"], ["is empty"]),
@@ -483,3 +490,29 @@ def test_read_csv_quoting_blank_lines_and_bom(tmp_path):
     assert list(table.columns["name"]) == ["Smith, J.", "multi\nline"]
     np.testing.assert_array_equal(table.numeric(["value"])[:, 0], [1.5, 2.0])
     assert list(table.lines) == [2, 5]
+
+
+def test_stratified_split_keeps_class_proportions_and_a_training_row_per_class():
+    labels = np.array(["a"] * 50 + ["b"] * 30 + ["c"] * 1)
+    train, test = cli.stratified_split(labels, 0.2, np.random.default_rng(0))
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(81))
+    assert list(np.unique(labels[test], return_counts=True)[1]) == [10, 6]  # 20% of a and of b
+    assert "c" in labels[train]  # a class of one row stays in training
+    again = cli.stratified_split(labels, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(again[0], train)  # the seed fixes the split
+    train0, test0 = cli.stratified_split(labels, 0.0, np.random.default_rng(0))
+    assert len(test0) == 0 and len(train0) == 81
+
+
+def test_standardise_names_the_cell_that_overflows_the_model_dtype():
+    X = np.array([[1.0, 2.0], [3.0, 1e300]])
+    mean, scale = np.zeros(2), np.ones(2)
+    ok = cli._standardise(X, mean, scale, np.float64, ["a", "b"], lines=np.array([2, 3]))
+    assert ok.dtype == np.float64 and ok.flags.c_contiguous and ok[1, 1] == 1e300
+    with pytest.raises(cli.CLIError, match="line 3: column 'b' holds 1e\\+300, too far outside"):
+        cli._standardise(X, mean, scale, np.float32, ["a", "b"], lines=np.array([2, 3]))
+    with pytest.raises(cli.CLIError, match="column 'b' holds values too large to standardise"):
+        cli._fit_standardisation(np.array([[1.0, -1e300], [2.0, 1e300]]), ["a", "b"])
+    mean, scale = cli._fit_standardisation(np.array([[1.0, 7.0], [3.0, 7.0]]), ["a", "b"])
+    np.testing.assert_array_equal(mean, [2.0, 7.0])
+    np.testing.assert_array_equal(scale, [1.0, 1.0])  # a constant column is not divided by 0

@@ -48,3 +48,20 @@ def test_cat_vs_noncat_missing_file_explains_where_to_get_it(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "data file not found" in proc.stderr and "nowhere.npz" in proc.stderr
     assert "train_catvnoncat.h5" in proc.stderr and "np.savez_compressed" in proc.stderr
+
+
+def test_weather_splits_repeats_what_dnnblocks_train_does(tmp_path):
+    script = EXAMPLE.parent / "weather_splits.py"
+    proc = subprocess.run([sys.executable, str(script), "--splits", "2"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert "mean and standard deviation over 2 splits" in proc.stdout
+    # Seed 0 is exactly the run `dnnblocks train` prints.
+    cli = subprocess.run([sys.executable, "-m", "dnnblocks", "train", "-q", "--out", "m.npz"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr
+    train_acc = cli.stdout.split("train accuracy:")[1].split()[0]
+    test_acc = cli.stdout.split("test accuracy:")[1].split()[0]
+    assert rows[0][1:3] == [train_acc, test_acc]

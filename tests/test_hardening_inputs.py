@@ -666,8 +666,13 @@ CLI_CASES = {
     "label not in model": (["evaluate", "model.npz", "newlabel.csv"], None, "the model never saw", 1),
     "features missing": (["predict", "model.npz", "fewer.csv"], None, "lacks the model's feature column", 1),
     "model file corrupt": (["predict", "good.csv", "good.csv"], None, "not a dnnblocks model file", 1),
+    "learning rate 1e300 (diverges)": (["train", "good.csv", "--target", "t", "--learning-rate", "1e300"], None,
+                                       "cost became .*smaller learning_rate", 1),
+    "learning rate 1e300, numpy backend": (["train", "good.csv", "--target", "t", "--learning-rate", "1e300",
+                                            "--backend", "numpy"], None, "cost became .*smaller learning_rate", 1),
+    "feature too large to standardise": (["train", "data.csv", "--target", "t"], "1e300",
+                                         "column 'a' holds values too large to standardise", 1),
 }
-
 
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):

@@ -98,6 +98,7 @@ def test_extra_round_trip(tmp_path):
         "n": 3,
         "nested": {"k": [1, 2.5, None]},
         "names_array": np.array(["x", "yy"]),
+        "count": np.int64(7),
     }
     path = tmp_path / "with_extra.npz"
     clf.save(path, extra=extra)
@@ -108,6 +109,7 @@ def test_extra_round_trip(tmp_path):
         assert got[key].dtype == extra[key].dtype and np.array_equal(got[key], extra[key])
     for key in ("feature_names", "target", "n", "nested"):
         assert got[key] == extra[key]
+    assert got["count"] == 7 and isinstance(got["count"], int)  # NumPy scalars come back as Python
     # Without with_extra only the model comes back.
     assert isinstance(load(path), DNNClassifier)
 

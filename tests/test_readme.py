@@ -6,12 +6,16 @@ starting with ``$ `` is a shell command (the other lines show output), and in
 temporary directory, so a block may use files an earlier one made. ``pip
 install`` steps are not run (CI runs them itself before the tests); what
 follows them on the same line (``pip install . && dnnblocks train``) is, except
-the test command itself. A block preceded by ``<!-- readme-test: skip ... -->``
-is not run; the comment says why.
+the test command itself. The directory holds a copy of ``examples/``, so
+``python examples/...`` works there as in the repository root. A block preceded by ``<!-- readme-test: skip ... -->``
+is not run; the comment says why. For a block preceded by ``<!-- readme-test:
+check output -->`` the output lines the README shows must be exactly what the
+commands print.
 """
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +25,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SKIP_MARK = re.compile(r"<!--\s*readme-test:\s*skip\b")
+CHECK_MARK = re.compile(r"<!--\s*readme-test:\s*check output\s*-->")
 TEST_COMMAND = "python -m pytest"
 
 
@@ -44,6 +49,7 @@ def parse_blocks(text):
             "line": start + 1,
             "code": "\n".join(lines[start + 1:j]) + "\n",
             "skip": bool(SKIP_MARK.search(previous)),
+            "check_output": bool(CHECK_MARK.search(previous)),
         })
         i = j + 1
     return blocks
@@ -87,9 +93,14 @@ def _environment():
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    """One working directory for the whole README, and which blocks have run."""
-    return {"dir": tmp_path_factory.mktemp("readme"), "done": set(), "failed": set(),
-            "env": _environment()}
+    """One working directory for the whole README, and which blocks have run.
+
+    The directory holds a copy of examples/, as the repository root does, so
+    that the README's ``python examples/...`` commands run there.
+    """
+    folder = tmp_path_factory.mktemp("readme")
+    shutil.copytree(README.parent / "examples", folder / "examples")
+    return {"dir": folder, "done": set(), "failed": set(), "env": _environment()}
 
 
 def _run_block(index, session):
@@ -102,6 +113,7 @@ def _run_block(index, session):
                               env=session["env"], capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{where}: python block failed:\n{proc.stdout}\n{proc.stderr}"
         return
+    printed = []
     for command in shell_commands(block):
         # "python" in the README is this interpreter (its folder is first on PATH).
         proc = subprocess.run(command, shell=True, cwd=session["dir"], env=session["env"],
@@ -109,6 +121,10 @@ def _run_block(index, session):
         assert proc.returncode == 0, (
             f"{where}: `{command}` exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         assert "Traceback" not in proc.stderr, f"{where}: `{command}`:\n{proc.stderr}"
+        printed += (proc.stdout + proc.stderr).splitlines()
+    if block["check_output"]:
+        shown = [line for line in block["code"].splitlines() if line and not line.startswith("$ ")]
+        assert printed == shown, f"{where}: the README shows\n{shown}\nbut the commands print\n{printed}"
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)),
@@ -116,18 +132,22 @@ def _run_block(index, session):
 def test_readme_block_runs(index, session):
     if BLOCKS[index]["skip"]:
         pytest.skip("marked <!-- readme-test: skip --> in README.md")
-    # Earlier blocks first (they may make files this one uses), once each.
-    for earlier in range(index + 1):
-        if earlier in session["done"]:
-            continue
-        if earlier in session["failed"]:
-            pytest.fail(f"an earlier README block (line {BLOCKS[earlier]['line']}) failed")
-        try:
-            _run_block(earlier, session)
-        except BaseException:
-            session["failed"].add(earlier)
-            raise
-        session["done"].add(earlier)
+    # Earlier blocks first, once each: they may make files this one uses. Their
+    # own failures are reported by their own tests, not again here.
+    for earlier in range(index):
+        if earlier not in session["done"] and earlier not in session["failed"]:
+            try:
+                _run_block(earlier, session)
+            except Exception:
+                session["failed"].add(earlier)
+            else:
+                session["done"].add(earlier)
+    try:
+        _run_block(index, session)
+    except BaseException:
+        session["failed"].add(index)
+        raise
+    session["done"].add(index)
 
 
 def test_readme_opens_with_the_two_commands():

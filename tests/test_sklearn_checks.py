@@ -19,6 +19,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from dnnblocks import DNNClassifier  # noqa: E402
 
+# Many checks fit with the default max_iter on tiny data; the warning is expected there.
+pytestmark = pytest.mark.filterwarnings("ignore::dnnblocks.exceptions.ConvergenceWarning")
+
 # Several configurations, so that every solver, both backends, both dtypes,
 # dropout, L2, the schedule, full batch and early stopping go through the checks.
 ESTIMATORS = [

@@ -441,6 +441,10 @@ def run(shapes=None, dtypes=("float64", "float32"), implementations=None, repeat
         import torch  # noqa: F401  (imported before the limits so they reach it)
     results = []
     started = time.time()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load_before is not None and load_before[0] > 0.5 and not smoke:
+        say(f"warning: the machine is busy (load average {load_before[0]:.1f} on "
+            f"{os.cpu_count()} cores); timings of multithreaded BLAS degrade badly under load")
     with _limit_threads(threads):
         threads_seen = thread_info()
         for shape, (layer_dims, m) in shapes.items():
@@ -515,6 +519,7 @@ def run(shapes=None, dtypes=("float64", "float32"), implementations=None, repeat
                      "memory": memory, "batch_seconds": batch_seconds, "pause": pause,
                      "learning_rate": LEARNING_RATE, "implementations": list(implementations),
                      "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+                     "loadavg_before": load_before,
                      "seconds": round(time.time() - started, 1)},
         "results": results,
     }
@@ -580,6 +585,7 @@ def plot(results, path):
                 vals.append(match[0]["ratio_to_gemm"] if match and match[0]["ratio_to_gemm"] else 0)
             ax.bar(np.arange(len(shapes)) + i * width, vals, width, label=impl)
         ax.axhline(1.0, color="k", lw=1, ls="--")
+        ax.set_yscale("log")
         ax.set_xticks(np.arange(len(shapes)) + width * (len(impls) - 1) / 2, shapes)
         ax.set_ylabel("time per step / GEMM-only bound (lower is better)")
         ax.set_title(f"one training step, {dtype}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "read_csv", "CLIError"]
+__all__ = ["CLIError", "DEFAULTS", "build_parser", "main", "read_csv", "stratified_split"]
 
 #: Model-file metadata version written by ``dnnblocks train``.
 CLI_FORMAT = 1
@@ -139,7 +139,6 @@ def build_parser():
                     "Features are standardised with statistics of the training part, which are "
                     "stored in the model file. With no DATA, trains on the bundled Seattle "
                     "weather record 2012-2015: did it rain that day?",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("data", nargs="?", metavar="DATA.csv",
                    help="the table to learn from (default: the bundled weather data)")
@@ -148,36 +147,44 @@ def build_parser():
     cols.add_argument("--features", type=_names, metavar="A,B,...",
                       help="feature columns (default: every column except the target)")
     cols.add_argument("--drop", type=_names, metavar="A,B,...", default=[],
-                      help="columns to leave out of the features (an id, a date, text)")
+                      help="columns to leave out of the features: an id, a date, text")
     net = p.add_argument_group("network and training")
     net.add_argument("--layers", type=_layers, default=d["layers"], metavar="N1,N2,...",
-                     help="hidden-layer sizes; 'none' for no hidden layer")
+                     help=f"hidden-layer sizes; 'none' for no hidden layer, i.e. logistic "
+                          f"regression (default: {','.join(map(str, d['layers']))})")
     net.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=d["activation"],
-                     help="hidden-layer activation")
-    net.add_argument("--optimizer", choices=("adam", "momentum", "sgd"), default=d["optimizer"])
+                     help=f"hidden-layer activation (default: {d['activation']})")
+    net.add_argument("--optimizer", choices=("adam", "momentum", "sgd"), default=d["optimizer"],
+                     help=f"sgd is plain gradient descent (default: {d['optimizer']})")
     net.add_argument("--epochs", type=_int_at_least(1), default=d["epochs"], metavar="N",
-                     help="passes over the training part")
+                     help=f"passes over the training rows (default: {d['epochs']})")
     net.add_argument("--batch-size", type=_batch_size, default=d["batch_size"], metavar="B",
-                     help="examples per gradient step; 'full' for full-batch gradient descent")
+                     help=f"examples per gradient step; 'full' for full-batch gradient descent "
+                          f"(default: {d['batch_size']})")
     net.add_argument("--learning-rate", type=_float_in(0, low_open=True), default=d["learning_rate"],
-                     metavar="ALPHA")
+                     metavar="ALPHA", help=f"(default: {d['learning_rate']:g})")
     net.add_argument("--l2", type=_float_in(0), default=d["l2"], metavar="LAMBDA",
-                     help="L2 regularisation strength")
+                     help=f"L2 regularisation strength (default: {d['l2']:g})")
     net.add_argument("--dropout", type=_float_in(0, 1, high_open=True), default=d["dropout"],
-                     metavar="P", help="probability of dropping a hidden unit during training")
+                     metavar="P", help=f"probability of dropping a hidden unit during training "
+                                       f"(default: {d['dropout']:g})")
     net.add_argument("--test-fraction", type=_float_in(0, 1, high_open=True),
                      default=d["test_fraction"], metavar="F",
-                     help="fraction of rows held out for testing (stratified); 0 for none")
-    net.add_argument("--seed", type=_int_at_least(0), default=d["seed"],
-                     help="seeds the split, the initialisation and the shuffling")
-    net.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"])
+                     help=f"fraction of rows held out for testing, stratified by class; 0 for none "
+                          f"(default: {d['test_fraction']:g})")
+    net.add_argument("--seed", type=_int_at_least(0), default=d["seed"], metavar="S",
+                     help=f"seeds the split, the initialisation and the shuffling (default: {d['seed']})")
+    net.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"],
+                     help=f"(default: {d['dtype']})")
     net.add_argument("--backend", choices=("compiled", "numpy"), default="compiled",
-                     help="kernel set: compiled (Cython over BLAS) or numpy (the reference)")
+                     help="compiled (Cython over BLAS) or numpy (the reference) (default: compiled)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", default=d["out"], metavar="MODEL.npz", help="where to save the model")
+    out.add_argument("--out", default=d["out"], metavar="MODEL.npz",
+                     help=f"where to save the model (default: {d['out']})")
     out.add_argument("--plot", metavar="CURVE.png",
-                     help="write the learning curve (cost per epoch, train and held-out) as an image")
-    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+                     help="write the learning curve (cost per epoch on the training and the "
+                          "held-out rows) as an image; needs matplotlib")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
     # -- predict
@@ -187,8 +194,8 @@ def build_parser():
                     "the model's feature columns (other columns are ignored). Writes a CSV with "
                     "one prediction per row, in the target's own labels.",
     )
-    p.add_argument("model", metavar="MODEL.npz")
-    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("model", metavar="MODEL.npz", help="a model saved by 'dnnblocks train'")
+    p.add_argument("data", metavar="DATA.csv", help="a CSV file with the model's feature columns")
     p.add_argument("--out", metavar="PREDICTIONS.csv", help="output file (default: standard output)")
     p.add_argument("--proba", action="store_true",
                    help="add one column per class with its probability")
@@ -200,8 +207,9 @@ def build_parser():
         description="Accuracy, precision and recall per class (and their macro average), "
                     "log-loss and the confusion matrix of a saved model on a labelled CSV file.",
     )
-    p.add_argument("model", metavar="MODEL.npz")
-    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("model", metavar="MODEL.npz", help="a model saved by 'dnnblocks train'")
+    p.add_argument("data", metavar="DATA.csv",
+                   help="a CSV file with the model's feature columns and the true labels")
     p.add_argument("--target", metavar="COLUMN",
                    help="the column with the true labels (default: the model's target column)")
     p.set_defaults(func=cmd_evaluate)
@@ -262,7 +270,7 @@ class Table:
             try:
                 out[:, j] = text.astype(np.float64)
             except ValueError:
-                i = next(i for i, s in enumerate(text) if not _parses_as_float(s))
+                i = next((i for i, s in enumerate(text) if not _parses_as_float(s)), 0)
                 if text[i].strip() == "":
                     raise CLIError(
                         f"{self.path}, line {self.lines[i]}: column {name!r} is empty; dnnblocks does "
@@ -480,8 +488,24 @@ class Progress:
 
 
 # ---------------------------------------------------------------- commands
-def _split(labels, fraction, rng):
-    """Stratified split: about `fraction` of each class to the test part, at least one row of each class kept for training."""
+def stratified_split(labels, fraction, rng):
+    """The train / test split of ``dnnblocks train``.
+
+    About `fraction` of the rows of each class go to the test part, always
+    leaving at least one row of each class for training.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+    fraction : float in [0, 1)
+    rng : numpy.random.Generator
+        ``np.random.default_rng(seed)`` reproduces ``dnnblocks train --seed seed``.
+
+    Returns
+    -------
+    train_index, test_index : ndarray of int
+        Row numbers; the training rows in shuffled order, the test rows sorted.
+    """
     n = len(labels)
     test = np.zeros(n, dtype=bool)
     if fraction > 0:
@@ -491,6 +515,33 @@ def _split(labels, fraction, rng):
             test[rng.permutation(idx)[:k]] = True
     train_idx = rng.permutation(np.flatnonzero(~test))
     return train_idx, np.flatnonzero(test)
+
+
+def _fit_standardisation(X, features):
+    """Mean and standard deviation of each column (1 for a constant column, which then stays 0)."""
+    with np.errstate(all="ignore"):
+        mean = X.mean(axis=0)
+        scale = X.std(axis=0)
+    bad = ~(np.isfinite(mean) & np.isfinite(scale))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise CLIError(f"column {features[j]!r} holds values too large to standardise (up to "
+                       f"{np.abs(X[:, j]).max():.3g}); rescale it first")
+    scale[scale == 0] = 1.0
+    return mean, scale
+
+
+def _standardise(X, mean, scale, dtype, features, lines=None, where=""):
+    """(X - mean) / scale in `dtype`, C-ordered; one clear error where a value overflows."""
+    with np.errstate(all="ignore"):
+        Xs = np.ascontiguousarray((X - mean) / scale, dtype=dtype)
+    bad = ~np.isfinite(Xs)
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        line = f"line {lines[i]}: " if lines is not None else f"row {i + 1}: "
+        raise CLIError(f"{where}{line}column {features[j]!r} holds {X[i, j]:.6g}, too far outside "
+                       f"the training data's range to standardise in {np.dtype(dtype).name}")
+    return Xs
 
 
 def _class_index(classes, labels):
@@ -528,6 +579,7 @@ def cmd_train(args):
         if args.drop:
             raise CLIError("--drop needs a DATA.csv; the bundled weather task has its own features")
         X, labels, features, target = _load_default_task()
+        lines = None
         recipe = _WEATHER_RECIPE
         source = f"bundled Seattle weather 2012-2015 ({len(labels)} days), did it rain?"
     else:
@@ -547,6 +599,7 @@ def cmd_train(args):
             if not features:
                 raise CLIError(f"{table.path} has no feature columns besides the target {target!r}")
         X = table.numeric(features, hint=" (leave the column out with --drop)")
+        lines = table.lines
         source = f"{table.path} ({table.n_rows} rows), target {target!r}"
 
     classes = np.unique(labels)
@@ -558,14 +611,12 @@ def cmd_train(args):
                        f"{len(labels)} rows; dnnblocks classifies, it does not do regression")
 
     rng = np.random.default_rng(args.seed)
-    train_idx, test_idx = _split(labels, args.test_fraction, rng)
+    train_idx, test_idx = stratified_split(labels, args.test_fraction, rng)
     if args.test_fraction > 0 and len(test_idx) == 0:
         raise CLIError(f"--test-fraction {args.test_fraction:g} of {len(labels)} rows leaves no "
                        f"test rows; use a larger fraction or 0")
-    mean = X[train_idx].mean(axis=0)
-    scale = X[train_idx].std(axis=0)
-    scale[scale == 0] = 1.0  # a constant column stays constant (0) instead of dividing by 0
-    Xs = ((X - mean) / scale).astype(args.dtype)
+    mean, scale = _fit_standardisation(X[train_idx], features)
+    Xs = _standardise(X, mean, scale, args.dtype, features, lines)
     X_train, y_train = Xs[train_idx], labels[train_idx]
     X_test, y_test = Xs[test_idx], labels[test_idx]
 
@@ -659,9 +710,11 @@ def _load_for_data(model_path, data_path):
         raise CLIError(f"{table.path} lacks the model's feature column(s) {_quoted(missing)}; "
                        f"the model was trained on {_quoted(features)}")
     X = table.numeric(features)
-    X = (X - np.asarray(extra["feature_mean"])) / np.asarray(extra["feature_scale"])
     dtype = getattr(model, "dtype", None) or np.float64
-    return model, extra, table, np.ascontiguousarray(X, dtype=dtype)
+    X = _standardise(X, np.asarray(extra["feature_mean"], dtype=np.float64),
+                     np.asarray(extra["feature_scale"], dtype=np.float64), dtype, features,
+                     table.lines, where=f"{table.path}, ")
+    return model, extra, table, X
 
 
 def cmd_predict(args):
@@ -771,7 +824,11 @@ def main(argv=None):
     debug = bool(os.environ.get("DNNBLOCKS_DEBUG"))
     prefix = f"dnnblocks {args.command}: error:"
     try:
-        return args.func(args)
+        # Overflow in a diverging run or on extreme inputs is detected and reported
+        # as one line (TrainingDivergedError, the finiteness checks here), so NumPy's
+        # floating-point RuntimeWarnings would only add noise before it.
+        with np.errstate(all="ignore"):
+            return args.func(args)
     except BrokenPipeError:
         # The reader of our output went away (| head): not an error worth a message.
         devnull = os.open(os.devnull, os.O_WRONLY)

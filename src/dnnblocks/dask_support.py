@@ -336,10 +336,13 @@ def _gradient(net, X, Y, keep_prob, rng):
 
 
 def _shard_gradient(shard, flat_params, fit_key, spec, plan):
-    """Gradient *sums* of one shard at the given parameters: ``(flat sums, cost sum, rows)``.
+    """Gradient *sums* of one shard at the given parameters.
 
+    Returns ``(flat sums, cost sum, rows, wall seconds, CPU seconds)``; the
+    times (of this thread) tell compute from waiting in the driver's stats.
     `plan` is ``(epoch, k, n_batches, shuffle, seed, keep_prob, step)``.
     """
+    wall, cpu = time.perf_counter(), time.thread_time()
     shard_id, parts = shard
     epoch, k, n_batches, shuffle, seed, keep_prob, step = plan
     state = _shard_state((fit_key, shard_id), spec)
@@ -366,7 +369,7 @@ def _shard_gradient(shard, flat_params, fit_key, spec, plan):
                 kernels.gradient_descent_update(gb[l], net._db[l], -float(m))
             cost_sum += cost * m
             count += m
-    return out, cost_sum, count
+    return out, cost_sum, count, time.perf_counter() - wall, time.thread_time() - cpu
 
 
 def _shard_evaluate(shard, flat_params, fit_key, spec):
@@ -421,7 +424,7 @@ class _DistributedData:
         self.layout = _Layout(net.layer_dims)
         self._params = None
         self._n_steps = 0
-        self.step_seconds = []
+        self.step_seconds, self.compute_seconds, self.cpu_seconds = [], [], []
 
         nthreads = dict(client.nthreads())
         if not nthreads:
@@ -468,6 +471,7 @@ class _DistributedData:
                 f.result()  # re-raises the worker's ValueError/TypeError
 
         sizes = client.gather(client.map(_block_sizes, futures, pure=False))
+        self.block_rows = [s[0] for s in sizes]
         self.n_blocks = n_blocks
         self.m_train = sum(s[0] for s in sizes)
         self.m_val = sum(s[1] for s in sizes)
@@ -481,7 +485,7 @@ class _DistributedData:
         for i, f in enumerate(futures):
             holders = where.get(f.key) or [target[i]]
             per_worker.setdefault(holders[0], []).append(i)
-        self.shards, self.groups = [], []
+        self.shards, self.groups, self.shard_rows = [], [], []
         for a, blocks in per_worker.items():
             if not blocks:
                 continue
@@ -490,6 +494,7 @@ class _DistributedData:
             for j in range(n_sh):
                 members = blocks[j * len(blocks) // n_sh:(j + 1) * len(blocks) // n_sh]
                 shard_id = len(self.shards)
+                self.shard_rows.append(sum(self.block_rows[i] for i in members))
                 self.shards.append(client.submit(
                     _make_shard, shard_id, *[futures[i] for i in members],
                     key=f"dnnblocks-shard-{self.fit_key}-{shard_id}", workers=[a],
@@ -555,6 +560,9 @@ class _DistributedData:
             total += r[0]
         cost_sum = sum(r[1] for r in results)
         count = sum(r[2] for r in results)
+        # Per worker, the compute of its shards: the slowest one bounds the step.
+        self.compute_seconds.append(max(r[3] for r in results))
+        self.cpu_seconds.append(max(r[4] for r in results))
         self._n_steps += 1
         if count == 0:
             return math.nan, 0
@@ -588,12 +596,19 @@ class _DistributedData:
 
     def stats(self):
         steps = self.step_seconds
+
+        def median(values):
+            return float(np.median(values)) if values else None
+
         return {
             "n_workers": self.n_workers,
             "n_shards": self.n_shards,
             "n_blocks": self.n_blocks,
+            "rows_per_shard": list(self.shard_rows),
             "n_steps": len(steps),
-            "median_step_seconds": float(np.median(steps)) if steps else None,
+            "median_step_seconds": median(steps),
+            "median_worker_compute_seconds": median(self.compute_seconds),
+            "median_worker_cpu_seconds": median(self.cpu_seconds),
             "parameter_bytes": self.layout.size * self.net.dtype.itemsize,
             "broadcast_bytes_per_step": self.layout.size * self.net.dtype.itemsize * self.n_workers,
             "gathered_bytes_per_step": getattr(self, "gathered_bytes", None),
@@ -723,15 +738,27 @@ def fit(est, X, y, *, classes=None, incremental=False, client=None, step_callbac
         A step could not be completed on the cluster; the model keeps the
         last completed step.
     """
+    _require_dask()
+    client = _resolve_client(client)
+    if client is None:
+        if is_dask_collection(X):
+            import dask
+
+            X, _ = _as_row_array(X)
+            X, y = dask.compute(X, _as_row_vector(y, X.chunks[0]))
+        return est._fit(X, y, incremental, classes) if incremental else est._fit(X, y, False)
+    # as_current: every dask call below (and distributed.wait) uses this client,
+    # even when it is not the process's default one.
+    with client.as_current():
+        return _fit_on_cluster(est, X, y, classes, incremental, client, step_callback)
+
+
+def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
     import warnings
 
     from .estimator import ConvergenceWarning, check_classification_targets
 
-    _require_dask()
-    client = _resolve_client(client)
     if not is_dask_collection(X):
-        if client is None:
-            return est._fit(X, y, incremental, classes) if incremental else est._fit(X, y, False)
         X = np.asarray(X)
         if X.ndim == 2 and X.shape[0] > 0:
             import dask.array as da
@@ -740,11 +767,6 @@ def fit(est, X, y, *, classes=None, incremental=False, client=None, step_callbac
             X = da.from_array(X, chunks=(max(1, -(-X.shape[0] // n)), X.shape[1]))
     X, columns = _as_row_array(X)
     y = _as_row_vector(y, X.chunks[0])
-    if client is None:
-        import dask
-
-        Xn, yn = dask.compute(X, y)
-        return est._fit(Xn, yn, incremental, classes) if incremental else est._fit(Xn, yn, False)
 
     p = est._check_params()
     saved = dict(est.__dict__)

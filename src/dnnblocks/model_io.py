@@ -160,6 +160,8 @@ def _extra_payload(extra):
             arrays[key] = value
             index[name] = {"array": key}
         else:
+            if isinstance(value, np.generic):  # NumPy scalars become Python ones
+                value = value.item()
             try:
                 json.dumps(value, allow_nan=True)
             except (TypeError, ValueError):

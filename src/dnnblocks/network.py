@@ -316,9 +316,12 @@ class Network:
     def _l2_cost(self, l2, m):
         """(l2 / 2m) * sum of squared weights (biases are not regularised)."""
         total = 0.0
-        for w in self.W:
-            flat = w.reshape(-1)
-            total += float(np.dot(flat, flat))
+        # Weights large enough to overflow make the cost inf, which the step
+        # reports as TrainingDivergedError: no RuntimeWarning on top of it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for w in self.W:
+                flat = w.reshape(-1)
+                total += float(np.dot(flat, flat))
         return l2 / (2.0 * m) * total
 
     def _backward_layers(self, X, ws, learning_rate=None, optimizer=None, weight_decay=0.0,
