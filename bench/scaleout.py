@@ -76,7 +76,8 @@ class _Cluster:
         cluster = stack.enter_context(LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
             env=ONE_THREAD, silence_logs=logging.CRITICAL))
-        self.client = stack.enter_context(Client(cluster, set_as_default=False))
+        self.client = stack.enter_context(Client(cluster, set_as_default=False,
+                                                 direct_to_workers=args.direct))
         self.blas_threads = sorted({t for v in self.client.run(_blas_threads).values() for t in v})
         X, y = _make_data(args.rows, args.features, args.chunk)
         self.X, self.y = self.client.persist([X, y])
@@ -158,6 +159,8 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=5_000, help="rows per dask block")
     parser.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up step)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved fits per cluster size")
+    parser.add_argument("--direct", action="store_true",
+                        help="Client(direct_to_workers=True): parameters and gradients skip the scheduler")
     parser.add_argument("--quick", action="store_true", help="a small shape, for a smoke run")
     parser.add_argument("--json", default=str(Path(__file__).with_name("scaleout.json")))
     args = parser.parse_args(argv)

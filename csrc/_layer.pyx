@@ -15,9 +15,8 @@ from cython cimport floating
 from libc.limits cimport INT_MAX
 
 from _blas cimport gemm_rowmajor, is_c_contiguous, is_f_contiguous, leading_dim
-from _scalar_math cimport (
-    IDENTITY, activate, activation_code, derivative_from_a, derivative_from_z,
-)
+from _passes cimport bias_activation, mask_rowsum
+from _scalar_math cimport activation_code
 
 
 cdef inline int _blas_dim(Py_ssize_t n, str what) except -1:
@@ -77,32 +76,17 @@ def linear_activation_forward(
     if n == 0 or m == 0:
         return
     cdef Py_ssize_t i, j
-    cdef floating z, bias
-    cdef floating *zrow
-    cdef floating *arow
     with nogil:
         if k > 0:
             gemm_rowmajor(False, a_prev_f, bn, bm, bk,
                           <floating> 1, &W[0, 0], leading_dim(k),
                           &A_prev[0, 0], leading_dim(m if not a_prev_f else k),
                           <floating> 0, &Z[0, 0], leading_dim(m))
-        for i in range(n):
-            zrow = &Z[i, 0]
-            arow = &A[i, 0]
-            bias = b[i, 0]
-            if k == 0:
+        else:
+            for i in range(n):
                 for j in range(m):
-                    zrow[j] = 0
-            if code == IDENTITY:
-                for j in range(m):
-                    z = zrow[j] + bias
-                    zrow[j] = z
-                    arow[j] = z
-            else:
-                for j in range(m):
-                    z = zrow[j] + bias
-                    zrow[j] = z
-                    arow[j] = activate(code, z)
+                    Z[i, j] = 0
+        bias_activation(code, n, m, &b[0, 0], &Z[0, 0], &A[0, 0])
 
 
 def activation_backward(
@@ -140,32 +124,14 @@ def activation_backward(
     cdef bint have_a = A is not None
     if have_a and (A.shape[0] != n or A.shape[1] != m):
         raise ValueError(f"A must have the shape of Z ({n}, {m}); got ({A.shape[0]}, {A.shape[1]})")
-    cdef Py_ssize_t i, j
-    cdef double row_sum
-    cdef floating dz
-    cdef const floating *da_row
-    cdef const floating *z_row
-    cdef const floating *a_row
-    cdef floating *dz_row
+    cdef Py_ssize_t i
+    cdef const floating *a_ptr = &A[0, 0] if have_a and n > 0 and m > 0 else NULL
     with nogil:
-        for i in range(n):
-            row_sum = 0
-            if m > 0:
-                da_row = &dA[i, 0]
-                z_row = &Z[i, 0]
-                dz_row = &dZ[i, 0]
-                if have_a:
-                    a_row = &A[i, 0]
-                    for j in range(m):
-                        dz = da_row[j] * derivative_from_a(code, z_row[j], a_row[j])
-                        dz_row[j] = dz
-                        row_sum += dz
-                else:
-                    for j in range(m):
-                        dz = da_row[j] * derivative_from_z(code, z_row[j])
-                        dz_row[j] = dz
-                        row_sum += dz
-            db[i, 0] = <floating> (row_sum * db_scale)
+        if m == 0:
+            for i in range(n):
+                db[i, 0] = 0
+        elif n > 0:
+            mask_rowsum(code, n, m, &dA[0, 0], &Z[0, 0], a_ptr, &dZ[0, 0], &db[0, 0], db_scale)
 
 
 cdef int _check_backward_shapes(

@@ -11,24 +11,18 @@
 # random signs). Those flags only let sums be reordered; no finite-math
 # assumption is made, so NaN and infinity still propagate.
 #
-# Passes over at least PARALLEL_MIN elements are split across OpenMP threads
-# (rows, or column blocks where rows share an accumulator) when the module is
-# built with OpenMP; without it the pragmas are compiled out and they run
-# serially. Smaller passes always run serially: starting a parallel region
-# costs microseconds, and its threads then spin beside BLAS's.
+# The passes run on one thread. A version that split passes of 2^17
+# elements and more across OpenMP threads was measured and removed: OpenMP's
+# workers spin beside OpenBLAS's on a 2-core machine, and a 0.1 ms pass then
+# took 4-15 ms (the mnistish step went from 5.9 ms to 38 ms; see
+# bench/RESULTS.md). BLAS already uses every core for the GEMMs.
 
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport exp, fabs, log
 
 from _scalar_math cimport (
     RELU, TANH, SIGMOID, IDENTITY, activate, derivative_from_z, sigmoid, softplus,
 )
-
-cdef enum:
-    PARALLEL_MIN = 1 << 17
-    COLUMN_BLOCK = 1024
-
 
 # ------------------------------------------------------------ forward pass
 cdef inline void _bias_activation_row(
@@ -70,12 +64,8 @@ cdef inline void bias_activation(
 ) noexcept nogil:
     """Z[i, :] += b[i] and A = g(Z); with A == Z, Z is replaced by g(Z + b)."""
     cdef Py_ssize_t i
-    if n > 1 and n * m >= PARALLEL_MIN:
-        for i in prange(n, schedule="static"):
-            _bias_activation_row(code, m, b[i], Z + i * m, A + i * m)
-    else:
-        for i in range(n):
-            _bias_activation_row(code, m, b[i], Z + i * m, A + i * m)
+    for i in range(n):
+        _bias_activation_row(code, m, b[i], Z + i * m, A + i * m)
 
 
 cdef inline void _bias_activation_dot_block(
@@ -117,16 +107,9 @@ cdef inline void bias_activation_dot(
 
     The last hidden layer of a one-unit output: the output layer's forward
     product is taken while the rows of A are still in cache, instead of a
-    second pass over A by a GEMV. Threads take blocks of columns, so that no
-    two of them add into the same out[j].
+    second pass over A by a GEMV.
     """
-    cdef Py_ssize_t c, blocks = (m + COLUMN_BLOCK - 1) // COLUMN_BLOCK
-    if blocks > 1 and n * m >= PARALLEL_MIN:
-        for c in prange(blocks, schedule="static"):
-            _bias_activation_dot_block(code, n, m, c * COLUMN_BLOCK,
-                                       min(m, (c + 1) * COLUMN_BLOCK), b, A, w, out)
-    else:
-        _bias_activation_dot_block(code, n, m, 0, m, b, A, w, out)
+    _bias_activation_dot_block(code, n, m, 0, m, b, A, w, out)
 
 
 # ----------------------------------------------------------- backward pass
@@ -144,7 +127,9 @@ cdef inline double _mask_row(
                 # control flow, which stops vectorisation.
                 x = da_row[j]
                 a = a_row[j]
-                d = x if a > 0 else 0
+                # A multiply by the 0/1 mask, not a select, so that NaN or
+                # inf in dA propagates as in NumPy's dA * (Z > 0).
+                d = x * (<floating> 1 if a > 0 else <floating> 0)
                 dz_row[j] = d
                 row_sum += d
         elif code == TANH:
@@ -168,7 +153,7 @@ cdef inline double _mask_row(
         for j in range(m):
             x = da_row[j]
             a = z_row[j]
-            d = x if a > 0 else 0
+            d = x * (<floating> 1 if a > 0 else <floating> 0)
             dz_row[j] = d
             row_sum += d
     else:
@@ -192,16 +177,10 @@ cdef inline void mask_rowsum(
     is written).
     """
     cdef Py_ssize_t i
-    if n > 1 and n * m >= PARALLEL_MIN:
-        for i in prange(n, schedule="static"):
-            db[i] = <floating> (db_scale * _mask_row(
-                code, m, dA + i * m, Z + i * m if Z != NULL else NULL,
-                A + i * m if A != NULL else NULL, dZ + i * m))
-    else:
-        for i in range(n):
-            db[i] = <floating> (db_scale * _mask_row(
-                code, m, dA + i * m, Z + i * m if Z != NULL else NULL,
-                A + i * m if A != NULL else NULL, dZ + i * m))
+    for i in range(n):
+        db[i] = <floating> (db_scale * _mask_row(
+            code, m, dA + i * m, Z + i * m if Z != NULL else NULL,
+            A + i * m if A != NULL else NULL, dZ + i * m))
 
 
 cdef inline double _output_backward_row(
@@ -272,12 +251,8 @@ cdef inline void output_backward_mask(
     after w[i] was used for dA.
     """
     cdef Py_ssize_t i
-    if n > 1 and n * m >= PARALLEL_MIN:
-        for i in prange(n, schedule="static"):
-            _output_backward_one(code, i, m, A, dz_out, w, shrink, step, db, db_scale)
-    else:
-        for i in range(n):
-            _output_backward_one(code, i, m, A, dz_out, w, shrink, step, db, db_scale)
+    for i in range(n):
+        _output_backward_one(code, i, m, A, dz_out, w, shrink, step, db, db_scale)
 
 
 # ------------------------------------------------------------ output layer

@@ -72,17 +72,6 @@ cdef inline floating derivative_from_z(int code, floating z) noexcept nogil:
     return 1
 
 
-cdef inline floating derivative_from_a(int code, floating z, floating a) noexcept nogil:
-    """g'(z) from the cached activation a = g(z): no transcendental call."""
-    if code == RELU:
-        return 1 if z > 0 else 0
-    if code == TANH:
-        return 1 - a * a
-    if code == SIGMOID:
-        return a * (1 - a)
-    return 1
-
-
 cdef inline int activation_code(str name) except -1:
     if name == "relu":
         return RELU

@@ -198,7 +198,8 @@ cdef class TrainingStep:
         The network's parameters, ``W[l]`` of shape (n[l+1], n[l]) and ``b[l]``
         of shape (n[l+1], 1), C-contiguous, all float32 or all float64. They
         are updated in place by :meth:`run`; the step holds references to
-        these very arrays and refuses to run with any other ones.
+        these very arrays (a caller that may replace them checks :meth:`uses`
+        first, as ``Network.step`` does).
     activations : sequence of str
         One per layer; hidden layers "relu", "tanh", "sigmoid" or "identity",
         the last one "sigmoid" (binary cross-entropy output).
@@ -301,32 +302,41 @@ cdef class TrainingStep:
         """Bytes held in buffers between steps (not counting the parameters)."""
         return sum(a.nbytes for a in self._buffers)
 
-    def uses(self, W, b):
-        """Whether `W` and `b` hold the very arrays this step was built with, still usable.
+    cdef bint _params_intact(self):
+        """Whether the parameter arrays still are what the raw pointers were taken from.
 
-        Also False when one of them was made read-only, reshaped or resized in
-        place since (``a.flags.writeable = False``, ``a.shape = ...``,
-        ``a.resize(..., refcheck=False)``): the step keeps raw pointers, so it
-        must then be rebuilt (and the arrays checked) instead of writing
-        through a stale pointer.
+        False once one of them was made read-only, reshaped or resized in
+        place (``a.flags.writeable = False``, ``a.shape = ...``,
+        ``a.resize(..., refcheck=False)``, which moves its data): O(L) pointer
+        and flag compares, so writing through a stale pointer is never possible.
         """
         cdef int l
         cdef cnp.ndarray w, bias
+        for l in range(self.L):
+            w = <cnp.ndarray> self._W[l]
+            bias = <cnp.ndarray> self._b[l]
+            if (cnp.PyArray_DATA(w) != self.layers[l].W or cnp.PyArray_DATA(bias) != self.layers[l].b
+                    or not cnp.PyArray_ISWRITEABLE(w) or not cnp.PyArray_ISWRITEABLE(bias)
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(w) or not cnp.PyArray_IS_C_CONTIGUOUS(bias)
+                    or cnp.PyArray_NDIM(w) != 2 or cnp.PyArray_NDIM(bias) != 2
+                    or cnp.PyArray_DIM(w, 0) != self.layers[l].n or cnp.PyArray_DIM(w, 1) != self.layers[l].k
+                    or cnp.PyArray_DIM(bias, 0) != self.layers[l].n or cnp.PyArray_DIM(bias, 1) != 1):
+                return False
+        return True
+
+    def uses(self, W, b):
+        """Whether `W` and `b` hold the very arrays this step was built with, still usable.
+
+        False too when one of them was made read-only, reshaped or resized in
+        place since: the step must then be rebuilt (and the arrays checked).
+        """
+        cdef int l
         if len(W) != self.L or len(b) != self.L:
             return False
         for l in range(self.L):
             if W[l] is not self._W[l] or b[l] is not self._b[l]:
                 return False
-            w = <cnp.ndarray> W[l]
-            bias = <cnp.ndarray> b[l]
-            if (cnp.PyArray_DATA(w) != self.layers[l].W or cnp.PyArray_DATA(bias) != self.layers[l].b
-                    or not cnp.PyArray_ISWRITEABLE(w) or not cnp.PyArray_ISWRITEABLE(bias)
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(w) or not cnp.PyArray_IS_C_CONTIGUOUS(bias)
-                    or w.ndim != 2 or bias.ndim != 2
-                    or w.shape[0] != self.layers[l].n or w.shape[1] != self.layers[l].k
-                    or bias.shape[0] != self.layers[l].n or bias.shape[1] != 1):
-                return False
-        return True
+        return self._params_intact()
 
     def run(self, X, Y, double learning_rate, double l2=0.0, timings=None):
         """Forward, cost, backward and the gradient-descent update of W and b.
@@ -351,6 +361,9 @@ cdef class TrainingStep:
         """
         cdef cnp.ndarray x = _require(X, "X", self.typenum)
         cdef cnp.ndarray y = _require(Y, "Y", self.typenum)
+        if not self._params_intact():
+            raise ValueError("W and b were made read-only, reshaped or resized in place since this "
+                             "step was built; build a new step")
         cdef int L = self.L, m = self.m
         if x.ndim != 2 or x.shape[0] != self.n0 or x.shape[1] != m:
             raise ValueError(f"X must have shape ({self.n0}, {m}); got {X.shape}")

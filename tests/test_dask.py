@@ -73,6 +73,19 @@ def test_is_dask_collection(data):
     assert not dask_support.is_dask_collection([[1.0]])
 
 
+def test_block_placement_balances_rows_and_keeps_blocks_in_place():
+    place = dask_support._place_blocks
+    two = {"a": 1, "b": 1}
+    # Already spread: nothing moves.
+    assert place([10] * 4, [["a"], ["b"], ["a"], ["b"]], two) == ["a", "b", "a", "b"]
+    # Piled on one worker: half of it moves.
+    target = place([10] * 10, [["a"]] * 8 + [["b"]] * 2, two)
+    assert target.count("a") == target.count("b") == 5 and target[-2:] == ["b", "b"]
+    # Nothing persisted: shares follow the threads.
+    target = place([10] * 9, [None] * 9, {"a": 2, "b": 1})
+    assert target.count("a") == 6 and target.count("b") == 3
+
+
 def test_without_a_distributed_client_dask_input_is_fitted_in_memory(data):
     if dask_support._resolve_client(None) is not None:
         pytest.skip("a distributed client is already active in this process")
@@ -205,6 +218,18 @@ def test_partial_fit_full_batch_equals_in_memory(cluster_up, data):
     with pytest.raises(ValueError, match="not in classes_"):
         est.partial_fit(Xd, da.from_array(np.where(y == 1, 2, 0), chunks=200))
     assert est.n_iter_ == 3
+
+
+def test_persisted_blocks_piled_on_one_worker_are_spread(cluster_up, data):
+    X, y, _ = data
+    first = sorted(cluster_up.nthreads())[0]
+    Xp = cluster_up.persist(da.from_array(X, chunks=(150, 8)), workers=[first])
+    distributed.wait(Xp)
+    assert {w for ws in cluster_up.who_has(Xp).values() for w in ws} == {first}
+    ref = dnnblocks.DNNClassifier(**FULL_BATCH).fit(X, y)
+    est = dnnblocks.DNNClassifier(**FULL_BATCH).fit(Xp, y)
+    assert sorted(est.dask_stats_["rows_per_shard"]) == [450, 450]
+    assert _max_diff(est, ref) <= 1e-8
 
 
 def test_explicit_client_with_numpy_input(cluster_up, data):

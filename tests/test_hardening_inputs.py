@@ -604,6 +604,13 @@ def model_files(tmp_path_factory):
                 else:
                     np.lib.format.write_array(fh, v)
     files["array header of 8 TB"] = folder / "hugeheader.npz"
+    # An object array (loading it would unpickle): refused, never unpickled.
+    with zipfile.ZipFile(folder / "pickled.npz", "w") as z:
+        for k, v in {**arrays, "__dnnblocks__": np.array(json.dumps(meta))}.items():
+            with z.open(k + ".npy", "w") as fh:
+                np.lib.format.write_array(fh, np.array([{"x": 1}], dtype=object) if k == "W0" else v,
+                                          allow_pickle=True)
+    files["pickled object array"] = folder / "pickled.npz"
     return net, files
 
 
@@ -618,6 +625,7 @@ LOAD_CASES = [
     ("huge layer sizes", r"W0 has shape \(4, 3\); the architecture"),
     ("bad dtype", "dtype must be float32 or float64"),
     ("array header of 8 TB", "truncated or corrupted"),
+    ("pickled object array", "truncated or corrupted.*allow_pickle"),
 ]
 
 
@@ -725,3 +733,49 @@ def test_cli_catalogue(name, cli_results):
     assert len(lines) == 1, err  # one line, no traceback
     assert "Traceback" not in err
     assert re.search(pattern, lines[0]), lines[0]
+
+
+# ============================================ parameters changed in place
+_IN_PLACE_SCRIPT = """
+import numpy as np
+from dnnblocks import Network, get_backend
+rng = np.random.default_rng(0)
+X = rng.standard_normal((3, 8)); Y = (X[:1] > 0) * 1.0
+for backend in ("compiled", "numpy"):
+    for change in ("resize", "reshape", "read-only"):
+        net = Network([3, 4, 1], seed=0, backend=backend)
+        net.step(X, Y, 0.1)  # the whole-step kernel now holds the arrays
+        if change == "resize":
+            net.W[0].resize((4, 30000), refcheck=False)  # moves the data: old pointer dangles
+        elif change == "reshape":
+            net.W[0].shape = (3, 4)
+        else:
+            net.W[0].flags.writeable = False
+        try:
+            net.step(X, Y, 0.1)
+        except ValueError as exc:
+            print(backend, change, "refused:", exc)
+        else:
+            print(backend, change, "ACCEPTED")
+k = get_backend("compiled")
+W = [np.ones((4, 3)), np.ones((1, 4))]
+b = [np.zeros((4, 1)), np.zeros((1, 1))]
+step = k.make_training_step(W, b, ["relu", "sigmoid"], 8)
+step.run(X, Y, 0.1)
+W[0].resize((4, 30000), refcheck=False)
+try:
+    step.run(X, Y, 0.1)
+except ValueError as exc:
+    print("TrainingStep.run refused:", exc)
+"""
+
+
+def test_parameters_resized_or_reshaped_in_place_are_refused_not_used():
+    # Crash-prone (the whole-step kernel keeps raw pointers), so in a subprocess.
+    proc = subprocess.run([sys.executable, "-c", _IN_PLACE_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 7 and "ACCEPTED" not in proc.stdout, proc.stdout
+    for line in lines[:6]:
+        assert re.search(r"refused: W\[0\] (must have shape|is read-only)", line), line
+    assert "TrainingStep.run refused: W and b were made read-only, reshaped or resized" in lines[6]

@@ -76,11 +76,16 @@ def linear_backward_update(dZ, A_prev, W, dA_prev, dW_scale, learning_rate, weig
     W -= learning_rate * dW
 
 
+def _output_gradient(A, Y, dZ, db, db_scale):
+    # Both cross-entropies (sigmoid and softmax) have dZ = A - Y at the logits.
+    np.subtract(A, Y, out=dZ)
+    np.multiply(dZ.sum(axis=1, keepdims=True), db_scale, out=db)
+
+
 def sigmoid_cross_entropy(Z, A, Y, dZ, db, db_scale):
     """Binary cross-entropy from the logits, dZ = A - Y, db = db_scale * rowsum(dZ)."""
     m = Z.shape[1]
-    np.subtract(A, Y, out=dZ)
-    np.multiply(dZ.sum(axis=1, keepdims=True), db_scale, out=db)
+    _output_gradient(A, Y, dZ, db, db_scale)
     if m == 0:
         return float("nan")
     return float(np.sum(np.logaddexp(0, Z) - Y * Z) / m)
@@ -133,8 +138,7 @@ def softmax_forward(Z, A):
 def softmax_cross_entropy(Z, A, Y, dZ, db, db_scale):
     """Categorical cross-entropy from the logits, dZ = A - Y, db = db_scale * rowsum(dZ)."""
     m = Z.shape[1]
-    np.subtract(A, Y, out=dZ)
-    np.multiply(dZ.sum(axis=1, keepdims=True), db_scale, out=db)
+    _output_gradient(A, Y, dZ, db, db_scale)
     if m == 0:
         return float("nan")
     Z64 = Z.astype(np.float64)

@@ -87,11 +87,14 @@ class TrainingStep:
 
     def uses(self, W, b):
         """Whether `W` and `b` hold the very arrays this step was built with."""
-        # Like the compiled step: an array made read-only since is not "used"
-        # (the network then rebuilds and checks), never half an update.
+        # Like the compiled step: an array made read-only or reshaped since is
+        # not "used" (the network then rebuilds and checks), never half an update.
+        dims = self.layer_dims
         return (len(W) == len(self._W) and len(b) == len(self._b)
-                and all(x is y and x.flags.writeable for x, y in zip(W, self._W))
-                and all(x is y and x.flags.writeable for x, y in zip(b, self._b)))
+                and all(x is y and x.flags.writeable and x.shape == (dims[l + 1], dims[l])
+                        for l, (x, y) in enumerate(zip(W, self._W)))
+                and all(x is y and x.flags.writeable and x.shape == (dims[l + 1], 1)
+                        for l, (x, y) in enumerate(zip(b, self._b))))
 
     def run(self, X, Y, learning_rate, l2=0.0, timings=None):
         """Forward, cost, backward and update; see the compiled ``TrainingStep.run``."""

@@ -23,11 +23,12 @@ import threading
 
 import numpy as np
 
+from ._validation import _all_finite as _finite
 from .exceptions import TrainingDivergedError
 
 
 def _all_finite(arrays):
-    return all(np.isfinite(a).all() for a in arrays)
+    return all(_finite(a) for a in arrays)
 
 
 class TrainingGuard:

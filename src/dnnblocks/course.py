@@ -77,7 +77,11 @@ def _n_layers(parameters):
     return L
 
 
-def _check_linear_cache(A_prev, W, b):
+def _linear_inputs(A_prev, W, b, dtype):
+    """A_prev, W and b as `dtype` matrices (A_prev in either order), checked against each other."""
+    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
+    W = _matrix(W, "W", dtype)
+    b = _matrix(b, "b", dtype)
     # The NumPy backend would broadcast a wrong b or dA instead of failing,
     # so shapes are checked here, for both backends, before any kernel.
     if A_prev.shape[0] != W.shape[1]:
@@ -87,6 +91,7 @@ def _check_linear_cache(A_prev, W, b):
         )
     if b.shape != (W.shape[0], 1):
         raise ValueError(f"b must have shape ({W.shape[0]}, 1) to match W {W.shape}; got {b.shape}")
+    return A_prev, W, b
 
 
 def _check_same_shape(a, name, shape, what):
@@ -181,10 +186,7 @@ def linear_activation_forward(A_prev, W, b, activation, backend="compiled"):
 def _forward(A_prev, W, b, activation, backend):
     kernels = get_backend(backend)
     dtype = _float_dtype(A_prev, W, b)
-    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
-    W = _matrix(W, "W", dtype)
-    b = _matrix(b, "b", dtype)
-    _check_linear_cache(A_prev, W, b)
+    A_prev, W, b = _linear_inputs(A_prev, W, b, dtype)
     Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=dtype)
     A = Z if activation == "identity" else np.empty_like(Z)
     kernels.linear_activation_forward(W, b, A_prev, activation, Z, A)
@@ -264,10 +266,7 @@ def linear_backward(dZ, cache, backend="compiled"):
     A_prev, W, b = _unpack_cache(cache, "cache", 3, "(A_prev, W, b)")
     dtype = _float_dtype(dZ, A_prev, W, b)
     dZ = _matrix(dZ, "dZ", dtype)
-    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
-    W = _matrix(W, "W", dtype)
-    b = _matrix(b, "b", dtype)
-    _check_linear_cache(A_prev, W, b)
+    A_prev, W, b = _linear_inputs(A_prev, W, b, dtype)
     _check_same_shape(dZ, "dZ", (W.shape[0], A_prev.shape[1]), "W.shape[0] rows, one column per example of A_prev")
     kernels = get_backend(backend)
     m = dZ.shape[1]
@@ -297,10 +296,7 @@ def linear_activation_backward(dA, cache, activation, backend="compiled"):
     dtype = _float_dtype(dA, Z, A_prev, W, b)
     dA = _matrix(dA, "dA", dtype)
     Z = _matrix(Z, "Z", dtype)
-    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
-    W = _matrix(W, "W", dtype)
-    b = _matrix(b, "b", dtype)
-    _check_linear_cache(A_prev, W, b)
+    A_prev, W, b = _linear_inputs(A_prev, W, b, dtype)
     _check_same_shape(Z, "Z", (W.shape[0], A_prev.shape[1]), "W.shape[0] rows, one column per example of A_prev")
     _check_same_shape(dA, "dA", Z.shape, "the shape of the cached Z")
     kernels = get_backend(backend)

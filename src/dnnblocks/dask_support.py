@@ -8,10 +8,12 @@ DataFrames/Series) chunked by rows.
 Training (with a ``distributed.Client``: the active one, or ``client=``)
 -----------------------------------------------------------------------
 1. Each row block of X and y is validated, converted to the model's dtype and
-   its labels one-hot encoded *on the worker that computes it* (blocks already
-   in a worker's memory stay there; otherwise contiguous runs of blocks are
-   assigned to the workers in proportion to their threads). The blocks on a
-   worker are grouped into one *shard* per worker thread. Nothing but small
+   its labels one-hot encoded *on a worker*. Each worker gets a share of the
+   rows in proportion to its threads: blocks already in a worker's memory
+   stay there while it is within its share, the others go to the workers
+   furthest below theirs (so persisted data piled up on one worker is spread
+   once, worker to worker). The blocks on a worker are grouped into one
+   *shard* per worker thread. Nothing but small
    metadata (row counts, the class labels) ever reaches the driver.
 2. Every step, the driver broadcasts the parameters once (one flat array,
    ``client.scatter(..., broadcast=True)``). Each shard runs the compiled
@@ -57,7 +59,7 @@ import numpy as np
 
 from .exceptions import TrainingDivergedError
 from .network import Network
-from .training import History, Progress, accuracy, learning_rate_at, split_validation
+from .training import History, Progress, _EpochTracker, accuracy, learning_rate_at, split_validation
 
 __all__ = [
     "DistributedFitError",
@@ -409,6 +411,43 @@ def _call_block(block, model, method):
 
 
 # ------------------------------------------------------------ driver side
+def _place_blocks(rows, holders, nthreads):
+    """The worker that prepares (and then keeps) each row block.
+
+    Each worker's share of the rows is proportional to its threads. A block
+    stays on a worker that already holds it while that worker is within its
+    share (give or take half the block); every other block goes to the worker
+    furthest below its share. So data already spread evenly never moves,
+    and data piled up on one worker is spread once, worker to worker, at the
+    start of the fit (a step lasts as long as its slowest worker).
+
+    Parameters
+    ----------
+    rows : sequence of int
+        Rows of each block.
+    holders : sequence of (list of str or None)
+        Workers holding each block already (persisted data), if any.
+    nthreads : dict
+        Worker address -> threads.
+    """
+    total_threads = sum(nthreads.values())
+    m = sum(rows)
+    room = {a: m * n / total_threads for a, n in nthreads.items()}
+    target = [None] * len(rows)
+    for i, (r, where) in enumerate(zip(rows, holders)):
+        for a in where or ():
+            if a in room and room[a] - r >= -0.5 * r:
+                target[i] = a
+                room[a] -= r
+                break
+    # Larger blocks first, each to the worker with the most room left.
+    for i in sorted((i for i in range(len(rows)) if target[i] is None), key=lambda i: -rows[i]):
+        a = max(sorted(room), key=lambda w: room[w])
+        target[i] = a
+        room[a] -= rows[i]
+    return target
+
+
 class _DistributedData:
     """Prepared row blocks held as shards on the workers, and the steps over them."""
 
@@ -432,25 +471,13 @@ class _DistributedData:
         addresses = sorted(nthreads)
         n_blocks = X.numblocks[0]
 
-        # Where each block is prepared: where it already is, else contiguous runs
-        # in proportion to the workers' threads.
         x_keys = [key[0] for key in X.__dask_keys__()]
         held = {}
         persisted = futures_of(X)
         if persisted:
             held = {k: v for k, v in client.who_has(persisted).items() if v}
-        total_threads = sum(nthreads[a] for a in addresses)
-        bounds, acc = [], 0
-        for a in addresses:
-            acc += nthreads[a]
-            bounds.append(acc * n_blocks / total_threads)
-        target = {}
-        for i, key in enumerate(x_keys):
-            where = held.get(key) or held.get(str(key))
-            if where:
-                target[i] = where[0]
-            else:
-                target[i] = addresses[next(j for j, bound in enumerate(bounds) if i < bound)]
+        target = _place_blocks(X.chunks[0], [held.get(k) or held.get(str(k)) for k in x_keys],
+                               {a: nthreads[a] for a in addresses})
 
         xd = X.to_delayed().ravel()
         yd = y.to_delayed().ravel()
@@ -632,9 +659,8 @@ def _train(data, net, *, epochs, batch_size, learning_rate, optimizer, l2, dropo
     n_batches = 1 if batch_size is None else max(1, -(-data.m_train // batch_size))
     keep_prob = 1.0 - dropout
     progress = Progress(epochs, verbose) if verbose else None
-    best_cost, best_score, best_weights, no_improvement = math.inf, -math.inf, None, 0
-    if early_stopping and tol is None:
-        tol = 0.0
+    tracker = _EpochTracker(net, history, early_stopping=early_stopping, tol=tol,
+                            n_iter_no_change=n_iter_no_change)
     steps = 0
     try:
         for epoch in range(epochs):
@@ -651,31 +677,18 @@ def _train(data, net, *, epochs, batch_size, learning_rate, optimizer, l2, dropo
                 if on_step is not None:
                     on_step(steps)
             cost = total / seen
-            history.cost.append(cost)
-            history.learning_rate.append(lr)
-            history.n_epochs += 1
+            tracker.epoch_done(cost, lr)
             extra = {}
+            score = None
             if validation:
                 val_cost, score = data.evaluate()
-                history.validation_cost.append(val_cost)
-                history.validation_score.append(score)
-                extra = {"val_cost": val_cost, "val_acc": score}
+                extra = tracker.validated(val_cost, score)
             if progress is not None:
                 progress.update(epoch + 1, cost, **extra)
-            if early_stopping:
-                no_improvement = no_improvement + 1 if score < best_score + tol else 0
-                if score > best_score:
-                    best_score = score
-                    best_weights = net._snapshot()
-                    history.best_epoch = epoch
-            elif tol is not None:
-                no_improvement = no_improvement + 1 if cost > best_cost - tol else 0
-                best_cost = min(best_cost, cost)
-            if (early_stopping or tol is not None) and no_improvement > n_iter_no_change:
-                history.stop_reason = "early_stopping" if early_stopping else "converged"
+            tracker.update(epoch, cost, score)
+            if tracker.should_stop():
                 break
-        if best_weights is not None:
-            net._restore(best_weights)
+        tracker.restore_best()
     except BaseException as exc:
         history.steps_completed = steps
         exc.dnnblocks_history = history
@@ -685,20 +698,6 @@ def _train(data, net, *, epochs, batch_size, learning_rate, optimizer, l2, dropo
             progress.close()
     history.steps_completed = steps
     return history
-
-
-def _record(est, history, incremental, early, max_iter):
-    """The estimator's bookkeeping after (part of) a fit, as ``DNNClassifier._fit`` does it."""
-    est.loss_curve_.extend(history.cost)
-    est.n_iter_ += history.n_epochs
-    est.t_ += history.n_epochs * history.n_examples
-    if early:
-        est.validation_scores_ = list(history.validation_score)
-        est.best_validation_score_ = max(history.validation_score) if history.validation_score else None
-        est.best_loss_ = None
-    elif history.cost:
-        best = est.best_loss_ if est.best_loss_ is not None else np.inf
-        est.best_loss_ = min(best, min(history.cost))
 
 
 def fit(est, X, y, *, classes=None, incremental=False, client=None, step_callback=None):
@@ -756,7 +755,7 @@ def fit(est, X, y, *, classes=None, incremental=False, client=None, step_callbac
 def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
     import warnings
 
-    from .estimator import ConvergenceWarning, check_classification_targets
+    from .estimator import ConvergenceWarning, _first_partial_fit_classes, check_classification_targets
 
     if not is_dask_collection(X):
         X = np.asarray(X)
@@ -770,11 +769,7 @@ def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
 
     p = est._check_params()
     saved = dict(est.__dict__)
-    fitted = est.__sklearn_is_fitted__()
-    first = not fitted if incremental else not (est.warm_start and fitted)
-    if fitted and not first and np.dtype(est._network.dtype) != p["dtype"]:
-        raise ValueError(f"dtype changed from {est._network.dtype} to {p['dtype']} "
-                         f"since the model was fitted; fit it anew")
+    first = est._starts_anew(incremental, p)
     m, n_features = X.shape
     if m < 1 or n_features < 1:
         raise ValueError(f"X has shape {X.shape}: at least one sample and one feature are required")
@@ -785,10 +780,7 @@ def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
         raise ValueError("Complex data not supported")
     if first:
         if incremental:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit "
-                                 "(all the labels the model will ever see)")
-            all_classes = np.unique(np.asarray(classes))
+            all_classes = _first_partial_fit_classes(classes)
         else:
             import dask.array as da
 
@@ -800,10 +792,8 @@ def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
         if columns is not None and all(isinstance(c, str) for c in columns):
             est.feature_names_in_ = np.asarray(columns, dtype=object)
         est._initialize(all_classes, n_features, p)
-    elif incremental and classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
-                                                                     est.classes_):
-        raise ValueError(f"classes={np.unique(np.asarray(classes)).tolist()} differs from the "
-                         f"classes of the first partial_fit call {est.classes_.tolist()}")
+    elif incremental:
+        est._check_same_classes(classes)
 
     batch_size = p["batch_size"]
     if batch_size == "auto":
@@ -840,7 +830,7 @@ def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
             # Keep the record of the epochs that did complete, in step with the parameters.
             partial = getattr(exc, "dnnblocks_history", None)
             if partial is not None:
-                _record(est, partial, incremental, early, p["max_iter"])
+                est._record(partial, early)
                 est.dask_stats_ = data.stats()
             done = 0 if partial is None else partial.steps_completed
             if not isinstance(exc, Exception) or isinstance(
@@ -852,7 +842,7 @@ def _fit_on_cluster(est, X, y, classes, incremental, client, step_callback):
                 f"completed step (n_iter_={est.n_iter_}).", done) from exc
     finally:
         data.close()
-    _record(est, history, incremental, early, p["max_iter"])
+    est._record(history, early)
     est.dask_stats_ = data.stats()
     if not incremental and history.stop_reason == "max_epochs":
         warnings.warn(

@@ -142,6 +142,14 @@ def _fallback_check_array(X, dtype, name="X"):
     return X
 
 
+def _first_partial_fit_classes(classes):
+    """The sorted unique `classes` of a first partial_fit call, where they are required."""
+    if classes is None:
+        raise ValueError("classes must be passed on the first call to partial_fit "
+                         "(all the labels the model will ever see)")
+    return np.unique(np.asarray(classes))
+
+
 class DNNClassifier(ClassifierMixin, BaseEstimator):
     """A deep fully connected classifier with a compiled core, scikit-learn style.
 
@@ -424,27 +432,44 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
         Y[idx_clipped, np.arange(m)] = 1
         return Y
 
-    def _fit(self, X, y, incremental, classes=None):
-        p = self._check_params()
+    def _starts_anew(self, incremental, p):
+        """Whether this fit starts a new network (else it continues the fitted one, in `p`'s dtype)."""
         fitted = self.__sklearn_is_fitted__()
         first = not fitted if incremental else not (self.warm_start and fitted)
         if fitted and not first and np.dtype(self._network.dtype) != p["dtype"]:
             raise ValueError(f"dtype changed from {self._network.dtype} to {p['dtype']} "
                              f"since the model was fitted; fit it anew")
-        X, y = self._validate_X_y(X, y, reset=first, dtype=p["dtype"])
-        if first:
-            if incremental:
-                if classes is None:
-                    raise ValueError("classes must be passed on the first call to partial_fit "
-                                     "(all the labels the model will ever see)")
-                all_classes = np.unique(np.asarray(classes))
-            else:
-                all_classes = np.unique(y)
-            self._initialize(all_classes, X.shape[1], p)
-        elif incremental and classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
-                                                                         self.classes_):
+        return first
+
+    def _check_same_classes(self, classes):
+        """A later partial_fit call: `classes`, when given, must be those of the first call."""
+        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError(f"classes={np.unique(np.asarray(classes)).tolist()} differs from the "
                              f"classes of the first partial_fit call {self.classes_.tolist()}")
+
+    def _record(self, history, early):
+        """Add the epochs of `history` (a :class:`dnnblocks.training.History`) to the fitted attributes."""
+        self.loss_curve_.extend(history.cost)
+        self.n_iter_ += history.n_epochs
+        self.t_ += history.n_epochs * history.n_examples
+        if early:
+            self.validation_scores_ = list(history.validation_score)
+            # Empty only when a distributed fit failed within its first epoch.
+            self.best_validation_score_ = max(history.validation_score) if history.validation_score else None
+            self.best_loss_ = None
+        elif history.cost:
+            best = self.best_loss_ if self.best_loss_ is not None else np.inf
+            self.best_loss_ = min(best, min(history.cost))
+
+    def _fit(self, X, y, incremental, classes=None):
+        p = self._check_params()
+        first = self._starts_anew(incremental, p)
+        X, y = self._validate_X_y(X, y, reset=first, dtype=p["dtype"])
+        if first:
+            all_classes = _first_partial_fit_classes(classes) if incremental else np.unique(y)
+            self._initialize(all_classes, X.shape[1], p)
+        elif incremental:
+            self._check_same_classes(classes)
         Y = self._encode(y, p["dtype"])
         m = X.shape[0]
         batch_size = min(200, m) if p["batch_size"] == "auto" else p["batch_size"]
@@ -465,16 +490,7 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
                 options.update(validation_fraction=p["validation_fraction"], early_stopping=True)
         # X (m, n) C-ordered is the F-ordered (n, m) X.T the network reads in place.
         history = train(self._network, X.T, Y, **options)
-        self.loss_curve_.extend(history.cost)
-        self.n_iter_ += history.n_epochs
-        self.t_ += history.n_epochs * history.n_examples
-        if early:
-            self.validation_scores_ = list(history.validation_score)
-            self.best_validation_score_ = max(history.validation_score)
-            self.best_loss_ = None
-        elif history.cost:
-            self.best_loss_ = min(self.best_loss_ if self.best_loss_ is not None else np.inf,
-                                  min(history.cost))
+        self._record(history, early)
         if not incremental and history.stop_reason == "max_epochs":
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({p['max_iter']}) reached and the "

@@ -80,6 +80,73 @@ class History:
                 f"stop_reason={self.stop_reason!r})")
 
 
+class _EpochTracker:
+    """The end-of-epoch bookkeeping of a training loop: records and stopping rules.
+
+    Shared by :func:`train` and the distributed loop of
+    :mod:`dnnblocks.dask_support`, so that both keep the same history and
+    stop (tol / n_iter_no_change / early stopping) by the same rules.
+
+    Parameters
+    ----------
+    net : dnnblocks.Network
+        Snapshotted at the best epoch under early stopping.
+    history : History
+        Filled in place.
+    early_stopping : bool
+    tol : float or None
+        None: no convergence test (with early stopping None means 0).
+    n_iter_no_change : int
+    """
+
+    def __init__(self, net, history, *, early_stopping, tol, n_iter_no_change):
+        self.net = net
+        self.history = history
+        self.early_stopping = early_stopping
+        self.tol = 0.0 if early_stopping and tol is None else tol
+        self.n_iter_no_change = n_iter_no_change
+        self._best_cost = math.inf
+        self._best_score = -math.inf
+        self._best_weights = None
+        self._no_improvement = 0
+
+    def epoch_done(self, cost, learning_rate):
+        """Record a completed epoch's training cost and learning rate."""
+        self.history.cost.append(cost)
+        self.history.learning_rate.append(learning_rate)
+        self.history.n_epochs += 1
+
+    def validated(self, cost, score):
+        """Record the epoch's validation cost and accuracy; returns them for :meth:`Progress.update`."""
+        self.history.validation_cost.append(cost)
+        self.history.validation_score.append(score)
+        return {"val_cost": cost, "val_acc": score}
+
+    def update(self, epoch, cost, score=None):
+        """Count the epochs without improvement (`score` is needed with early stopping)."""
+        if self.early_stopping:
+            self._no_improvement = self._no_improvement + 1 if score < self._best_score + self.tol else 0
+            if score > self._best_score:
+                self._best_score = score
+                self._best_weights = self.net._snapshot()
+                self.history.best_epoch = epoch
+        elif self.tol is not None:
+            self._no_improvement = self._no_improvement + 1 if cost > self._best_cost - self.tol else 0
+            self._best_cost = min(self._best_cost, cost)
+
+    def should_stop(self):
+        """True (and the history's stop_reason set) once there has been no improvement for too long."""
+        if (self.early_stopping or self.tol is not None) and self._no_improvement > self.n_iter_no_change:
+            self.history.stop_reason = "early_stopping" if self.early_stopping else "converged"
+            return True
+        return False
+
+    def restore_best(self):
+        """Under early stopping, put back the weights of the best epoch."""
+        if self._best_weights is not None:
+            self.net._restore(self._best_weights)
+
+
 class _Batches:
     """Column mini-batches of (X, Y) for one network, buffers made once.
 
@@ -362,18 +429,14 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
         Y_val = net._check_Y(Y_val, X_val.shape[1], "Y_val")
     if early_stopping and X_val is None:
         raise ValueError("early_stopping needs validation_fraction or validation_data")
-    if early_stopping and tol is None:
-        tol = 0.0
 
     batches = _Batches(X, Y, batch_size, train_idx)
     history = History()
     history.n_examples = batches.m
+    tracker = _EpochTracker(net, history, early_stopping=early_stopping, tol=tol,
+                            n_iter_no_change=n_iter_no_change)
     progress = Progress(epochs, verbose, stream) if verbose else None
     keep_prob = 1.0 - dropout
-    best_cost = math.inf
-    best_score = -math.inf
-    best_weights = None
-    no_improvement = 0
     # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
     guard = TrainingGuard(net)
     try:
@@ -383,36 +446,24 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
             for xb, yb in batches.epoch(rng, shuffle):
                 total += guard.step(net._train_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
             cost = total / batches.m
-            history.cost.append(cost)
-            history.learning_rate.append(lr)
-            history.n_epochs += 1
+            tracker.epoch_done(cost, lr)
             guard.epoch_done(history.n_epochs)
             extra = {}
+            score = None
             if X_val is not None:
-                history.validation_cost.append(net.cost(X_val, Y_val))
+                val_cost = net.cost(X_val, Y_val)
                 score = accuracy(net, X_val, Y_val)
-                history.validation_score.append(score)
-                extra = {"val_cost": history.validation_cost[-1], "val_acc": score}
+                extra = tracker.validated(val_cost, score)
             if progress is not None:
                 progress.update(epoch + 1, cost, **extra)
-            if early_stopping:
-                no_improvement = no_improvement + 1 if score < best_score + tol else 0
-                if score > best_score:
-                    best_score = score
-                    best_weights = net._snapshot()
-                    history.best_epoch = epoch
-            elif tol is not None:
-                no_improvement = no_improvement + 1 if cost > best_cost - tol else 0
-                best_cost = min(best_cost, cost)
+            tracker.update(epoch, cost, score)
             if callback is not None and callback(epoch, history):
                 history.stop_reason = "callback"
                 break
-            if (early_stopping or tol is not None) and no_improvement > n_iter_no_change:
-                history.stop_reason = "early_stopping" if early_stopping else "converged"
+            if tracker.should_stop():
                 break
         # Only on a normal end: an interrupted run keeps its last completed step.
-        if best_weights is not None:
-            net._restore(best_weights)
+        tracker.restore_best()
     finally:
         guard.close()
         if progress is not None:
@@ -422,7 +473,7 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
                            f"improve for {n_iter_no_change} epochs; kept epoch {history.best_epoch + 1}")
             elif history.stop_reason == "converged":
                 message = (f"stopped after epoch {history.n_epochs}: the cost did not improve by "
-                           f"{tol} for {n_iter_no_change} epochs")
+                           f"{tracker.tol} for {n_iter_no_change} epochs")
             progress.close(message)
     return history
 
