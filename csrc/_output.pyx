@@ -16,6 +16,27 @@ from libc.math cimport exp, log
 from _scalar_math cimport exp_, softplus
 
 
+cdef bint _check_output_arrays(
+    const floating[:, ::1] Z, const floating[:, ::1] A, const floating[:, ::1] Y,
+    floating[:, ::1] dZ, floating[:, ::1] db,
+) except -1:
+    """Shape checks shared by the output kernels; False (and db = 0) when m is 0."""
+    cdef Py_ssize_t n = Z.shape[0], m = Z.shape[1], i
+    if A.shape[0] != n or A.shape[1] != m:
+        raise ValueError(f"A must have the shape of Z ({n}, {m}); got ({A.shape[0]}, {A.shape[1]})")
+    if Y.shape[0] != n or Y.shape[1] != m:
+        raise ValueError(f"Y must have the shape of Z ({n}, {m}); got ({Y.shape[0]}, {Y.shape[1]})")
+    if dZ.shape[0] != n or dZ.shape[1] != m:
+        raise ValueError(f"dZ must have the shape of Z ({n}, {m}); got ({dZ.shape[0]}, {dZ.shape[1]})")
+    if db.shape[0] != n or db.shape[1] != 1:
+        raise ValueError(f"db must have shape ({n}, 1); got ({db.shape[0]}, {db.shape[1]})")
+    if m == 0:
+        for i in range(n):
+            db[i, 0] = 0
+        return False
+    return True
+
+
 def sigmoid_cross_entropy(
     const floating[:, ::1] Z not None,
     const floating[:, ::1] A not None,
@@ -46,17 +67,7 @@ def sigmoid_cross_entropy(
         accumulated in double precision. NaN when m is 0.
     """
     cdef Py_ssize_t n = Z.shape[0], m = Z.shape[1], i, j
-    if A.shape[0] != n or A.shape[1] != m:
-        raise ValueError(f"A must have the shape of Z ({n}, {m}); got ({A.shape[0]}, {A.shape[1]})")
-    if Y.shape[0] != n or Y.shape[1] != m:
-        raise ValueError(f"Y must have the shape of Z ({n}, {m}); got ({Y.shape[0]}, {Y.shape[1]})")
-    if dZ.shape[0] != n or dZ.shape[1] != m:
-        raise ValueError(f"dZ must have the shape of Z ({n}, {m}); got ({dZ.shape[0]}, {dZ.shape[1]})")
-    if db.shape[0] != n or db.shape[1] != 1:
-        raise ValueError(f"db must have shape ({n}, 1); got ({db.shape[0]}, {db.shape[1]})")
-    if m == 0:
-        for i in range(n):
-            db[i, 0] = 0
+    if not _check_output_arrays(Z, A, Y, dZ, db):
         return float("nan")
     cdef double total = 0, row_sum, z, y
     cdef floating dz
@@ -190,17 +201,7 @@ def softmax_cross_entropy(
         Accumulated in double precision. NaN when m is 0.
     """
     cdef Py_ssize_t n = Z.shape[0], m = Z.shape[1], i, j
-    if A.shape[0] != n or A.shape[1] != m:
-        raise ValueError(f"A must have the shape of Z ({n}, {m}); got ({A.shape[0]}, {A.shape[1]})")
-    if Y.shape[0] != n or Y.shape[1] != m:
-        raise ValueError(f"Y must have the shape of Z ({n}, {m}); got ({Y.shape[0]}, {Y.shape[1]})")
-    if dZ.shape[0] != n or dZ.shape[1] != m:
-        raise ValueError(f"dZ must have the shape of Z ({n}, {m}); got ({dZ.shape[0]}, {dZ.shape[1]})")
-    if db.shape[0] != n or db.shape[1] != 1:
-        raise ValueError(f"db must have shape ({n}, 1); got ({db.shape[0]}, {db.shape[1]})")
-    if m == 0:
-        for i in range(n):
-            db[i, 0] = 0
+    if not _check_output_arrays(Z, A, Y, dZ, db):
         return float("nan")
     # Below the smallest normal number log(a) loses precision (or is -inf).
     cdef double tiny = FLT_MIN if floating is float else DBL_MIN
