@@ -68,37 +68,6 @@ cdef inline void bias_activation(
         _bias_activation_row(code, m, b[i], Z + i * m, A + i * m)
 
 
-cdef inline void _bias_activation_dot_block(
-    int code, Py_ssize_t n, Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1,
-    const floating *b, floating *A, const floating *w, floating *out,
-) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef floating bias, z, wi
-    cdef floating *arow
-    for j in range(j0, j1):
-        out[j] = 0
-    for i in range(n):
-        arow = A + i * m
-        bias = b[i]
-        wi = w[i]
-        if code == RELU:
-            for j in range(j0, j1):
-                z = arow[j] + bias
-                z = 0 if z <= 0 else z
-                arow[j] = z
-                out[j] += wi * z
-        elif code == IDENTITY:
-            for j in range(j0, j1):
-                z = arow[j] + bias
-                arow[j] = z
-                out[j] += wi * z
-        else:
-            for j in range(j0, j1):
-                z = activate(code, arow[j] + bias)
-                arow[j] = z
-                out[j] += wi * z
-
-
 cdef inline void bias_activation_dot(
     int code, Py_ssize_t n, Py_ssize_t m, const floating *b, floating *A,
     const floating *w, floating *out,
@@ -109,7 +78,31 @@ cdef inline void bias_activation_dot(
     product is taken while the rows of A are still in cache, instead of a
     second pass over A by a GEMV.
     """
-    _bias_activation_dot_block(code, n, m, 0, m, b, A, w, out)
+    cdef Py_ssize_t i, j
+    cdef floating bias, z, wi
+    cdef floating *arow
+    for j in range(m):
+        out[j] = 0
+    for i in range(n):
+        arow = A + i * m
+        bias = b[i]
+        wi = w[i]
+        if code == RELU:
+            for j in range(m):
+                z = arow[j] + bias
+                z = 0 if z <= 0 else z
+                arow[j] = z
+                out[j] += wi * z
+        elif code == IDENTITY:
+            for j in range(m):
+                z = arow[j] + bias
+                arow[j] = z
+                out[j] += wi * z
+        else:
+            for j in range(m):
+                z = activate(code, arow[j] + bias)
+                arow[j] = z
+                out[j] += wi * z
 
 
 # ----------------------------------------------------------- backward pass

@@ -58,7 +58,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .exceptions import TrainingDivergedError
-from .network import Network
+from .network import Network, check_step_cost
 from .training import History, Progress, _EpochTracker, accuracy, learning_rate_at, split_validation
 
 __all__ = [
@@ -597,11 +597,7 @@ class _DistributedData:
         cost = cost_sum / count
         if l2:
             cost += net._l2_cost(l2, count)
-        if not math.isfinite(cost):
-            raise TrainingDivergedError(
-                f"the cost became {cost}; the parameters were left as they were. "
-                f"Try a smaller learning_rate (got {learning_rate})."
-            )
+        check_step_cost(cost, learning_rate)
         total *= 1.0 / count  # sums -> means, as the kernels scale by 1/m
         dW, db = self.layout.views(total)
         kernels = net._kernels

@@ -504,11 +504,7 @@ class Network:
         cost = self._output_gradient(Y, ws)
         if l2:
             cost += self._l2_cost(l2, ws.m)
-        if not math.isfinite(cost):
-            raise TrainingDivergedError(
-                f"the cost became {cost}; the parameters were left as they were. "
-                f"Try a smaller learning_rate (got {learning_rate})."
-            )
+        check_step_cost(cost, learning_rate)
         if optimizer is not None:
             optimizer.start_step(self.W, self.b)
         self._backward_layers(X, ws, learning_rate, optimizer, l2 / ws.m, keep_prob < 1.0)
@@ -528,11 +524,7 @@ class Network:
         self._forward_state = (X, ws)
         self._have_grads = False
         cost = fused.run(X, Y, learning_rate, l2)
-        if not math.isfinite(cost):
-            raise TrainingDivergedError(
-                f"the cost became {cost}; the parameters were left as they were. "
-                f"Try a smaller learning_rate (got {learning_rate})."
-            )
+        check_step_cost(cost, learning_rate)
         return cost
 
     def profile(self, X, Y, learning_rate=0.01, repeats=20, print_table=True):
@@ -654,6 +646,20 @@ class Network:
         out = "" if self.output == "sigmoid" else f", output={self.output!r}"
         return (f"Network(layer_dims={list(self.layer_dims)}, hidden_activation="
                 f"{self.hidden_activation!r}, dtype={self.dtype.name}, backend={self.backend!r}{out})")
+
+
+def check_step_cost(cost, learning_rate):
+    """Raise :class:`TrainingDivergedError` if a step's cost is NaN or infinite.
+
+    Called after the cost and before any update, by every training path
+    (in-memory steps and the Dask driver), so the parameters stay those of
+    the last finite step.
+    """
+    if not math.isfinite(cost):
+        raise TrainingDivergedError(
+            f"the cost became {cost}; the parameters were left as they were. "
+            f"Try a smaller learning_rate (got {learning_rate})."
+        )
 
 
 def _check_l2(l2):
