@@ -18,10 +18,10 @@
 # bench/RESULTS.md). BLAS already uses every core for the GEMMs.
 
 from cython cimport floating
-from libc.math cimport exp, fabs, log
+from libc.math cimport fabs, log
 
 from _scalar_math cimport (
-    RELU, TANH, SIGMOID, IDENTITY, activate, derivative_from_z, sigmoid, softplus,
+    RELU, TANH, SIGMOID, IDENTITY, activate, derivative_from_z, exp_nonpositive,
 )
 
 # ------------------------------------------------------------ forward pass
@@ -176,6 +176,21 @@ cdef inline void mask_rowsum(
             A + i * m if A != NULL else NULL, dZ + i * m))
 
 
+cdef inline void mask_rowsum_columns(
+    int code, Py_ssize_t n, Py_ssize_t cols,
+    const floating *dA, Py_ssize_t ld_da, floating *A, Py_ssize_t ld_a, double *row_sums,
+) noexcept nogil:
+    """A column block of :func:`mask_rowsum` with g' from A, dZ written over A.
+
+    dA is (n, cols) with row stride `ld_da`, A (n, cols) with row stride
+    `ld_a` (a block of a wider matrix); row_sums[i] += the sum of the block's
+    row i of dZ (the caller scales the total into db).
+    """
+    cdef Py_ssize_t i
+    for i in range(n):
+        row_sums[i] += _mask_row(code, cols, dA + i * ld_da, NULL, A + i * ld_a, A + i * ld_a)
+
+
 cdef inline double _output_backward_row(
     int code, Py_ssize_t m, floating *arow, const floating *dz_out, floating wi,
     double *grad_out,
@@ -261,13 +276,15 @@ cdef inline double sigmoid_output(
 
     One exp per element serves both: with e = exp(-|z|) in (0, 1],
     sigmoid(z) is 1/(1+e) or e/(1+e) and softplus(z) = max(z, 0) + log(1+e).
-    The logs are summed as the log of products of up to 32 factors 1+e in
-    (1, 2] (no overflow: at most 2^32), one log call per 32 elements; terms
-    below double rounding of 1+e (e < 1e-16, i.e. |z| > 37) are lost, which
-    moves the cost by less than 1e-16 per example.
+    The exp is :c:func:`exp_nonpositive` (vectorisable, a few ulp), and the
+    logs are summed as the log of products of 32 factors 1+e in (1, 2] (no
+    overflow: at most 2^32), one log call per 32 elements, so that the inner
+    loop over a chunk vectorises; terms below double rounding of 1+e
+    (e < 1e-16, i.e. |z| > 37) are lost, which moves the cost by less than
+    1e-16 per example.
     """
-    cdef Py_ssize_t i, j, c
-    cdef double total = 0, row_sum, z, y, e, s, prod
+    cdef Py_ssize_t i, j, j0, j1
+    cdef double total = 0, row_sum, z, y, e, s, prod, chunk_cost, chunk_sum
     cdef floating dz, bias
     cdef floating *zrow
     cdef const floating *yrow
@@ -276,24 +293,27 @@ cdef inline double sigmoid_output(
         yrow = Y + i * m
         bias = b[i]
         row_sum = 0
-        prod = 1
-        c = 0
-        for j in range(m):
-            z = <floating> (zrow[j] + bias)
-            y = yrow[j]
-            e = exp(-fabs(z))
-            s = 1 / (1 + e)
-            total += (z if z > 0 else 0) - y * z
-            prod *= 1 + e
-            c += 1
-            if c == 32:
-                total += log(prod)
-                prod = 1
-                c = 0
-            dz = <floating> ((s if z >= 0 else e * s) - y)
-            zrow[j] = dz
-            row_sum += dz
-        total += log(prod)
+        for j0 in range(0, m, 32):
+            j1 = j0 + 32 if j0 + 32 < m else m
+            # Sums local to the chunk: gcc vectorises a reduction only when
+            # the accumulator starts and ends with the loop.
+            prod = 1
+            chunk_cost = 0
+            chunk_sum = 0
+            for j in range(j0, j1):
+                z = <floating> (zrow[j] + bias)
+                y = yrow[j]
+                e = exp_nonpositive(-fabs(z))
+                s = 1 / (1 + e)
+                # max(z, 0) as arithmetic: a select feeding a sum stops gcc
+                # from vectorising the loop. Exact, and NaN propagates.
+                chunk_cost += (0.5 * z + 0.5 * fabs(z)) - y * z
+                prod *= 1 + e
+                dz = <floating> ((s if z >= 0 else e * s) - y)
+                zrow[j] = dz
+                chunk_sum += dz
+            total += chunk_cost + log(prod)
+            row_sum += chunk_sum
         db[i] = <floating> (row_sum * db_scale)
     return total
 
@@ -306,6 +326,14 @@ cdef inline double sum_squares(const floating *x, Py_ssize_t count) noexcept nog
         v = x[j]
         total += v * v
     return total
+
+
+cdef inline void scale_add(floating *x, const floating *g, floating beta, floating alpha,
+                           Py_ssize_t count) noexcept nogil:
+    """x = beta * x + alpha * g."""
+    cdef Py_ssize_t j
+    for j in range(count):
+        x[j] = beta * x[j] + alpha * g[j]
 
 
 cdef inline void scaled_add(floating *x, const floating *g, floating alpha, Py_ssize_t count) noexcept nogil:

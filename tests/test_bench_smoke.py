@@ -47,7 +47,7 @@ def test_costs_match_an_independent_numpy_step():
         A = np.maximum(W0[l] @ A + b0[l], 0)
     Z = W0[-1] @ A + b0[-1]
     expected = float(np.sum(np.logaddexp(0, Z) - Y * Z) / m)
-    for name in ("compiled", "numpy"):
+    for name in ("compiled", "numpy", "textbook"):
         impl = benchmark.make_implementation(name, dims, X, Y, W0, b0)
         assert impl.step() == pytest.approx(expected, rel=1e-12)
 

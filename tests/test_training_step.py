@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import expit
 
 from dnnblocks import Network, get_backend
 
@@ -52,12 +53,13 @@ def reference_step(X, Y, W, b, activations, lr, l2=0.0):
 
 @pytest.mark.parametrize("hidden", ACTIVATIONS)
 @pytest.mark.parametrize("order", ("C", "F"))
-def test_step_matches_the_written_out_mathematics(backend, dtype, hidden, order):
+@pytest.mark.parametrize("block_columns", (None, 5), ids=("one-block", "blocks-of-5"))
+def test_step_matches_the_written_out_mathematics(backend, dtype, hidden, order, block_columns):
     dims, m = (7, 6, 4, 1), 23
     X, Y, W, b = problem(dims, m, dtype, seed=1, order=order)
     acts = (hidden, hidden, "sigmoid")
     cost_ref, W_ref, b_ref = reference_step(X, Y, W, b, acts, lr=0.3, l2=0.7)
-    fused = get_backend(backend).make_training_step(W, b, acts, m)
+    fused = get_backend(backend).make_training_step(W, b, acts, m, block_columns=block_columns)
     cost = fused.run(X, Y, 0.3, 0.7)
     tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
     assert cost == pytest.approx(cost_ref, rel=tol["rtol"])
@@ -78,6 +80,72 @@ def test_backends_agree_over_many_steps(dtype):
     assert nets["compiled"][0][-1] < nets["compiled"][0][0]
     for wc, wn in zip(nets["compiled"][1], nets["numpy"][1]):
         np.testing.assert_allclose(wc, wn, rtol=rtol * 10, atol=rtol)
+
+
+@pytest.mark.parametrize("block_columns", (1, 4, 36, 37, 1000))
+def test_blocked_backward_pass_of_a_deeper_network(dtype, block_columns):
+    # Two layers whose dA is a GEMM (the output has 3 units, so none is fused),
+    # mixed activations, blocks that do and do not divide m.
+    dims, m = (9, 8, 7, 5, 3), 37
+    acts = ("relu", "tanh", "sigmoid", "sigmoid")
+    X, Y, W, b = problem(dims, m, dtype, seed=5)
+    cost_ref, W_ref, b_ref = reference_step(X, Y, W, b, acts, lr=0.3, l2=0.1)
+    fused = get_backend("compiled").make_training_step(W, b, acts, m, block_columns=block_columns)
+    assert fused.block_columns == min(block_columns, m)
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+    assert fused.run(X, Y, 0.3, 0.1) == pytest.approx(cost_ref, rel=tol["rtol"])
+    for l in range(4):
+        np.testing.assert_allclose(W[l], W_ref[l], **tol, err_msg=f"W[{l}]")
+        np.testing.assert_allclose(b[l], b_ref[l], **tol, err_msg=f"b[{l}]")
+
+
+def test_blocks_are_chosen_when_dA_is_large():
+    # Widest hidden layer 1100 x m 1000 in float64: 8.8 MB > FULL_SCRATCH_BYTES,
+    # so dA comes in two column blocks and the step holds less.
+    from dnnblocks.backend import _step
+
+    dims, m = (3, 1100, 20, 1), 1000
+    X, Y, W, b = problem(dims, m, np.float64, seed=6)
+    make = get_backend("compiled").make_training_step
+    auto, whole = make(W, b, ("relu", "relu", "sigmoid"), m), make(W, b, ("relu", "relu", "sigmoid"), m, m)
+    assert 1100 * m * 8 > _step.FULL_SCRATCH_BYTES
+    assert auto.block_columns == 500 and whole.block_columns == m
+    # Scratch of half the columns, plus a dW buffer for W[1] and the row sums.
+    assert whole.nbytes - auto.nbytes == 8 * (1100 * 500 - 20 * 1100 - 1100)
+    W2, b2 = [w.copy() for w in W], [v.copy() for v in b]
+    blocked = make(W2, b2, ("relu", "relu", "sigmoid"), m)
+    assert blocked.run(X, Y, 0.05) == pytest.approx(whole.run(X, Y, 0.05), rel=1e-14)
+    for x, y in zip(W + b, W2 + b2):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", (0, -3, 2.5, True, "4"))
+def test_bad_block_columns_are_refused(backend, bad):
+    X, Y, W, b = problem((4, 3, 1), 9, np.float64)
+    with pytest.raises(ValueError, match="block_columns"):
+        get_backend(backend).make_training_step(W, b, ("relu", "sigmoid"), 9, block_columns=bad)
+
+
+def test_output_pass_is_exact_over_the_whole_range_of_logits(dtype):
+    # A one-layer network with W = 1, b = 0: the logits are X itself, from
+    # deep underflow of exp(-|z|) to its overflow region, so the output pass
+    # (the vectorised exp of the AVX2 build) is checked against libm.
+    z = np.concatenate([np.linspace(-745, 745, 301), [-37.5, -1e-300, 0.0, 1e-300, 36.9]])
+    if dtype == np.float32:
+        z = z[np.abs(z) < 88]
+    m = z.size
+    X = z.reshape(1, m).astype(dtype)
+    Y = (np.arange(m) % 2).reshape(1, m).astype(dtype)
+    W, b = [np.ones((1, 1), dtype)], [np.zeros((1, 1), dtype)]
+    fused = get_backend("compiled").make_training_step(W, b, ("sigmoid",), m)
+    cost = fused.run(X, Y, 1.0)
+    zd, yd = X.astype(np.float64), Y.astype(np.float64)
+    cost_ref = np.sum(np.logaddexp(0, zd) - yd * zd) / m
+    dz = expit(zd) - yd
+    f64 = dtype == np.float64
+    assert cost == pytest.approx(cost_ref, rel=1e-13 if f64 else 1e-6)
+    np.testing.assert_allclose(W[0][0, 0], 1 - np.sum(dz * zd) / m, rtol=1e-12 if f64 else 1e-5)
+    np.testing.assert_allclose(b[0][0, 0], -np.sum(dz) / m, atol=1e-15 if f64 else 1e-6)
 
 
 def test_single_layer_network(backend):

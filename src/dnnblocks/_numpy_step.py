@@ -63,11 +63,16 @@ class TrainingStep:
     """A gradient-descent training step of one network at one batch size (NumPy).
 
     See the compiled :class:`dnnblocks._step.TrainingStep` for the parameters;
-    this one keeps the course's caches (Z, A and dA/dZ of every layer).
+    this one keeps the course's caches (Z, A and dA/dZ of every layer), so it
+    forms dA in one piece: `block_columns` is checked and otherwise ignored.
     """
 
-    def __init__(self, W, b, activations, m):
+    def __init__(self, W, b, activations, m, block_columns=None):
         W, b, activations, m, dtype, dims = _check_parameters(W, b, activations, m)
+        if block_columns is not None and (isinstance(block_columns, bool)
+                                          or not isinstance(block_columns, (int, np.integer))
+                                          or block_columns < 1):
+            raise ValueError(f"block_columns must be None or an integer >= 1; got {block_columns!r}")
         self._W, self._b, self._activations = W, b, activations
         self.dtype, self.layer_dims, self._m = dtype, dims, m
         self._Z = [np.empty((n, m), dtype=dtype) for n in dims[1:]]
@@ -78,6 +83,11 @@ class TrainingStep:
     @property
     def batch_size(self):
         """The number of examples m this step was built for."""
+        return self._m
+
+    @property
+    def block_columns(self):
+        """Columns per block of the backward dA product: always m here."""
         return self._m
 
     @property
@@ -158,6 +168,6 @@ class TrainingStep:
         return cost
 
 
-def make_training_step(W, b, activations, m):
+def make_training_step(W, b, activations, m, block_columns=None):
     """Build a :class:`TrainingStep` (the NumPy backend's whole-step kernel)."""
-    return TrainingStep(W, b, activations, m)
+    return TrainingStep(W, b, activations, m, block_columns)

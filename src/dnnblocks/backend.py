@@ -6,10 +6,34 @@ calls. ``"compiled"`` is the Cython core over BLAS; ``"numpy"`` is the plain
 NumPy reference.
 """
 
+import os
 from types import SimpleNamespace
 
-from . import _numpy_kernels, _numpy_step
-from . import _dropout, _layer, _output, _step, _update
+from . import _cpu, _dropout, _numpy_kernels, _numpy_step, _output, _update
+
+
+def _simd_modules():
+    """The builds of the per-layer and whole-step kernels for this processor.
+
+    Returns ``(level, _layer, _step)``: the AVX2 builds when the processor runs
+    them (and they were built: x86 only), else the baseline ones. Setting the
+    environment variable ``DNNBLOCKS_SIMD=baseline`` forces the baseline build,
+    e.g. to compare the two.
+    """
+    if os.environ.get("DNNBLOCKS_SIMD", "").lower() != "baseline" and _cpu.has_avx2_fma():
+        try:
+            from . import _layer_avx2, _step_avx2
+        except ImportError:  # pragma: no cover - a non-x86 build has no AVX2 modules
+            pass
+        else:
+            return "avx2", _layer_avx2, _step_avx2
+    from . import _layer, _step
+
+    return "baseline", _layer, _step
+
+
+#: Instruction set of the compiled elementwise passes in use: "avx2" or "baseline".
+SIMD_LEVEL, _layer, _step = _simd_modules()
 
 #: Names every backend provides, each with one signature for both.
 KERNEL_NAMES = (

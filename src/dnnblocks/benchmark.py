@@ -8,7 +8,15 @@ cross-entropy cost. They are
 ``compiled``
     dnnblocks' compiled backend (``Network.step``).
 ``numpy``
-    dnnblocks' NumPy backend: the textbook vectorised NumPy code, the baseline.
+    dnnblocks' NumPy backend: vectorised NumPy, the baseline of the speed-ups.
+    Written as a NumPy programmer who keeps buffers between steps would
+    (``out=`` products into the cached Z, A and dA/dZ, in-place updates).
+``textbook``
+    The course assignment's NumPy code as a learner writes it: every step
+    makes fresh arrays (Z, A, the caches, dA of every layer including the
+    first, dW, the new W), the cost from ``log(AL)`` and the backward pass from
+    ``dAL = -(Y/AL - (1-Y)/(1-AL))``. What a learner switching to
+    ``dnnblocks.course`` starts from.
 ``torch``
     PyTorch on the CPU, autograd and ``torch.optim.SGD`` (when importable).
 ``jax``
@@ -86,7 +94,7 @@ TARGETS = {
 }
 
 #: Every implementation the benchmark knows, in table order.
-IMPLEMENTATIONS = ("compiled", "numpy", "torch", "jax", "gemm")
+IMPLEMENTATIONS = ("compiled", "numpy", "textbook", "torch", "jax", "gemm")
 
 LEARNING_RATE = 0.01
 _CHECK_STEPS = 3
@@ -154,6 +162,40 @@ class _Gemm:
     def step(self):
         self.run()
         return float("nan")
+
+
+class _Textbook:
+    """The course's forward/backward/update functions, inlined (see the module docstring)."""
+
+    def __init__(self, dims, X, Y, W0, b0, lr):
+        self.W, self.b, self.X, self.Y, self.lr = list(W0), list(b0), X, Y, lr
+
+    def step(self):
+        W, b, X, Y, lr = self.W, self.b, self.X, self.Y, self.lr
+        m, L = X.shape[1], len(W)
+        caches, A = [], X
+        for l in range(L):  # L_model_forward
+            Z = np.dot(W[l], A) + b[l]
+            caches.append((A, W[l], b[l], Z))
+            A = 1 / (1 + np.exp(-Z)) if l == L - 1 else np.maximum(0, Z)
+        AL = A
+        cost = float(np.squeeze(-np.sum(Y * np.log(AL) + (1 - Y) * np.log(1 - AL)) / m))
+        dA = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))  # L_model_backward
+        grads = {}
+        for l in range(L - 1, -1, -1):
+            A_prev, W_l, b_l, Z = caches[l]
+            if l == L - 1:  # sigmoid_backward
+                s = 1 / (1 + np.exp(-Z))
+                dZ = dA * s * (1 - s)
+            else:  # relu_backward
+                dZ = np.array(dA, copy=True)
+                dZ[Z <= 0] = 0
+            grads[l] = (np.dot(dZ, A_prev.T) / m, np.sum(dZ, axis=1, keepdims=True) / m)
+            dA = np.dot(W_l.T, dZ)
+        for l in range(L):  # update_parameters
+            W[l] = W[l] - lr * grads[l][0]
+            b[l] = b[l] - lr * grads[l][1]
+        return cost
 
 
 class _Torch:
@@ -227,6 +269,8 @@ def make_implementation(name, layer_dims, X, Y, W0, b0, lr=LEARNING_RATE):
         return _Dnnblocks(name, layer_dims, X, Y, W0, b0, lr)
     if name == "gemm":
         return _Gemm(layer_dims, X, Y, W0, b0, lr)
+    if name == "textbook":
+        return _Textbook(layer_dims, X, Y, W0, b0, lr)
     if name == "torch":
         return _Torch(layer_dims, X, Y, W0, b0, lr)
     if name == "jax":
@@ -344,6 +388,9 @@ def machine_info():
     for module in ("scipy", "dnnblocks", "torch", "jax"):
         if module in sys.modules:
             info[module] = getattr(sys.modules[module], "__version__", "?")
+    from .backend import SIMD_LEVEL
+
+    info["dnnblocks_simd"] = SIMD_LEVEL
     info["env"] = {k: v for k, v in os.environ.items()
                    if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "XLA_"))}
     with contextlib.suppress(OSError):
@@ -482,7 +529,7 @@ def run(shapes=None, dtypes=("float64", "float32"), implementations=None, repeat
                 if memory:
                     for name in impls:
                         entry = {}
-                        if name in ("compiled", "numpy"):
+                        if name in ("compiled", "numpy", "textbook"):
                             traced, held = measure_memory_tracemalloc(name, layer_dims, X, Y, W0, b0)
                             entry["tracemalloc"] = traced
                             entry["buffers"] = held
@@ -497,6 +544,8 @@ def run(shapes=None, dtypes=("float64", "float32"), implementations=None, repeat
                         "ms_all": [t * 1e3 for t in times[name]],
                         "steps_per_batch": inner[name],
                         "speedup_vs_numpy": med["numpy"] / med[name],
+                        "speedup_vs_textbook": (med["textbook"] / med[name]
+                                                if "textbook" in med else None),
                         "ratio_to_gemm": med[name] / med["gemm"] if "gemm" in med else None,
                         "costs": costs[name] if name != "gemm" else None,
                         "peak_extra_bytes": mem.get(name, {}),
@@ -549,16 +598,18 @@ def format_table(results, header=True):
     lines = []
     if header:
         lines.append(f"{'shape':<9} {'dtype':<8} {'impl':<9} {'ms/step':>10} {'x numpy':>8} "
-                     f"{'/ GEMM':>7} {'peak MiB':>9}  target")
-        lines.append("-" * 74)
+                     f"{'x textb':>8} {'/ GEMM':>7} {'peak MiB':>9}  target")
+        lines.append("-" * 83)
     for r in rows:
         ratio = f"{r['ratio_to_gemm']:7.3f}" if r.get("ratio_to_gemm") is not None else f"{'-':>7}"
+        vs_textbook = r.get("speedup_vs_textbook")
+        vs_textbook = f"{vs_textbook:8.2f}" if vs_textbook is not None else f"{'-':>8}"
         target = ""
         if "meets_targets" in r:
             target = (f"{'met' if r['meets_targets'] else 'MISSED'} "
                       f"(<= {r['target_ratio_to_gemm']}, >= {r['target_speedup']}x)")
         lines.append(f"{r['shape']:<9} {r['dtype']:<8} {r['implementation']:<9} "
-                     f"{r['ms_per_step']:10.4f} {r['speedup_vs_numpy']:8.2f} {ratio} "
+                     f"{r['ms_per_step']:10.4f} {r['speedup_vs_numpy']:8.2f} {vs_textbook} {ratio} "
                      f"{_memory_cell(r.get('peak_extra_bytes') or {})}  {target}".rstrip())
     return "\n".join(lines)
 
