@@ -110,7 +110,7 @@ def test_blocks_are_chosen_when_dA_is_large():
     auto, whole = make(W, b, ("relu", "relu", "sigmoid"), m), make(W, b, ("relu", "relu", "sigmoid"), m, m)
     assert 1100 * m * 8 > _step.FULL_SCRATCH_BYTES
     assert auto.block_columns == 500 and whole.block_columns == m
-    # Scratch of half the columns, plus a dW buffer for W[1] and the row sums.
+    # Scratch of half the columns, plus a copy of W[1] and the row sums.
     assert whole.nbytes - auto.nbytes == 8 * (1100 * 500 - 20 * 1100 - 1100)
     W2, b2 = [w.copy() for w in W], [v.copy() for v in b]
     blocked = make(W2, b2, ("relu", "relu", "sigmoid"), m)
