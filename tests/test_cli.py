@@ -516,3 +516,28 @@ def test_standardise_names_the_cell_that_overflows_the_model_dtype():
     mean, scale = cli._fit_standardisation(np.array([[1.0, 7.0], [3.0, 7.0]]), ["a", "b"])
     np.testing.assert_array_equal(mean, [2.0, 7.0])
     np.testing.assert_array_equal(scale, [1.0, 1.0])  # a constant column is not divided by 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_ctrl_c_during_training_exits_130_without_a_traceback_or_a_model_file(tmp_path):
+    import signal
+
+    out = tmp_path / "model.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "dnnblocks", "train", "--epochs", "100000",
+                             "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        # The header ends with the "network:" line, printed just before training starts.
+        for line in proc.stdout:
+            if line.startswith("network:"):
+                break
+        else:
+            pytest.fail(f"training never started: {proc.stderr.read()}")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert stderr.strip() == "dnnblocks train: interrupted"
+    assert not out.exists()
