@@ -445,3 +445,37 @@ def test_course_reads_f_ordered_input_in_place(backend):
     AL, caches = course.L_model_forward(X_f, parameters, backend=backend)
     assert caches[0][0][0] is X_f
     assert_published(AL, [[0.03921668, 0.70498921, 0.19734387, 0.04728177]])
+
+
+def test_the_same_X_and_Y_are_scanned_once_across_iterations(monkeypatch):
+    # A training loop passes the same X and Y every iteration: their
+    # full-array checks run once; every new array (and every W) is checked.
+    from dnnblocks import _validation
+
+    scanned = []
+    real = course._all_finite
+    monkeypatch.setattr(course, "_all_finite", lambda a: scanned.append(a.shape) or real(a))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 40))
+    Y = (rng.random((1, 40)) < 0.5).astype(float)
+    params = course.initialize_parameters_deep([6, 4, 1])
+    for _ in range(3):
+        AL, caches = course.L_model_forward(X, params)
+        course.compute_cost(AL, Y)
+        params = course.update_parameters(params, course.L_model_backward(AL, Y, caches), 0.1)
+    assert scanned.count((6, 40)) == 1  # X once
+    assert scanned.count((4, 6)) == 3  # W1: a new array at every iteration
+    # A different array with the same shape is checked, and its NaN reported.
+    X_bad = X.copy()
+    X_bad[2, 7] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN"):
+        course.L_model_forward(X_bad, params)
+    Y_bad = Y.copy()
+    Y_bad[0, 3] = 2.0
+    with pytest.raises(ValueError, match="only the labels 0 and 1"):
+        course.compute_cost(AL, Y_bad)
+    assert _validation._all_finite(X) and not _validation._all_finite(X_bad)
+    big = np.full((300, 300), 1e300)  # beyond the small-array path; its sum overflows
+    assert _validation._all_finite(big)
+    big[299, 0] = -np.inf
+    assert not _validation._all_finite(big)

@@ -103,6 +103,10 @@ def check_blas_shape(X, name):
     Only reads ``X.shape`` (when there is one), so a huge broadcast view is
     refused in O(1) instead of being converted or scanned.
     """
+    if type(X) is np.ndarray:  # the common case: plain int dimensions
+        if X.ndim and max(X.shape) > BLAS_INT_MAX:
+            raise ValueError(f"{name} has shape {X.shape}, beyond BLAS's 32-bit limit {BLAS_INT_MAX}")
+        return
     shape = getattr(X, "shape", None)
     if isinstance(shape, tuple) and any(
         isinstance(d, numbers.Integral) and d > BLAS_INT_MAX for d in shape
@@ -118,6 +122,8 @@ def _all_finite(X):
     finite whenever every term is (NaN and inf propagate); only when it is not
     (or when finite terms overflowed) is the exact, allocating test needed.
     """
+    if X.size <= 1 << 16:  # small: the temporary is cheaper than the errstate context
+        return bool(np.isfinite(X).all())
     with np.errstate(over="ignore", invalid="ignore"):
         if math.isfinite(float(np.sum(X))):
             return True

@@ -16,9 +16,13 @@ legacy global generator (``np.random.seed`` then ``np.random.randn``) in the
 course's order.
 """
 
+import weakref
+
 import numpy as np
 
-from ._validation import check_blas_shape, check_layer_dims, check_learning_rate, check_positive_int
+from ._validation import (
+    _all_finite, check_blas_shape, check_layer_dims, check_learning_rate, check_positive_int,
+)
 from .backend import get_backend
 from .network import Network
 
@@ -40,14 +44,24 @@ _ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
 # --------------------------------------------------------------------- helpers
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
+
+
 def _float_dtype(*arrays):
     """The dtype the textbook's NumPy code would compute in: float32 only if every input is."""
+    dtypes = {a.dtype if type(a) is np.ndarray else None for a in arrays}
+    if len(dtypes) == 1 and (_F64 in dtypes or _F32 in dtypes):  # the course's loop: no conversion
+        return dtypes.pop()
     dtype = np.result_type(*[np.asarray(a).dtype for a in arrays], np.float32)
     return np.dtype(np.float64) if dtype != np.float32 else np.dtype(np.float32)
 
 
 def _matrix(a, name, dtype, contiguous="C"):
     """`a` as a 2-D array of `dtype`, copied only when dtype or layout requires it."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2:  # the course's loop
+        if a.flags.c_contiguous or (contiguous == "any" and a.flags.f_contiguous):
+            check_blas_shape(a, name)
+            return a
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
@@ -99,21 +113,52 @@ def _check_same_shape(a, name, shape, what):
         raise ValueError(f"{name} must have shape {shape} ({what}); got {a.shape}")
 
 
+# The course's training loop passes the same X and Y at every iteration, and
+# a full scan of X (finiteness) costs as much as a GEMM of the first layer
+# (a fifth of a step for the cat model). So the last few arrays that passed a
+# full-array check are remembered, by identity (a weak reference: no array is
+# kept alive), and not scanned again. Only arrays used as they are (not
+# converted copies) are remembered; one refilled in place is not re-checked,
+# which at worst lets NaN propagate through the blocks as in the textbook code.
+_MAX_REMEMBERED = 8
+_remembered = {}
+
+
+def _passed_before(a, check):
+    entry = _remembered.get((id(a), check))
+    return entry is not None and entry() is a
+
+
+def _remember(a, check):
+    if len(_remembered) >= _MAX_REMEMBERED:
+        _remembered.clear()
+    _remembered[(id(a), check)] = weakref.ref(a)
+
+
 def _labels(Y, name, dtype, shape):
+    given = Y
     Y = _matrix(Y, name, dtype)
     if Y.shape != shape:
         raise ValueError(f"{name} must have shape {shape}; got {Y.shape}")
+    if Y is given and _passed_before(Y, "labels"):
+        return Y
     bad = (Y != 0) & (Y != 1)
     if bad.any():
         raise ValueError(f"{name} must contain only the labels 0 and 1; got {np.unique(Y[bad])[:5].tolist()}")
+    if Y is given:
+        _remember(Y, "labels")
     return Y
 
 
-def _check_finite(a, name):
+def _check_finite(a, name, remember=False):
     # Only where the user's data and parameters enter (L_model_forward,
     # predict); the building blocks propagate NaN/inf as the textbook's NumPy does.
-    if not np.isfinite(a).all():
+    if remember and _passed_before(a, "finite"):
+        return
+    if not _all_finite(a):
         raise ValueError(f"{name} contains NaN or infinity; all values must be finite")
+    if remember:
+        _remember(a, "finite")
 
 
 def _unpack_cache(cache, name, size, layout):
@@ -225,7 +270,7 @@ def L_model_forward(X, parameters, backend="compiled", hidden_activation="relu")
         dtype = _float_dtype(A, W, b)
         if l == 1:
             A = _matrix(A, "A_prev (X)", dtype, contiguous="any")
-            _check_finite(A, "X")
+            _check_finite(A, "X", remember=A is X)
         W = _matrix(W, "W" + str(l), dtype)
         b = _matrix(b, "b" + str(l), dtype)
         _check_finite(W, "W" + str(l))
