@@ -40,7 +40,7 @@ def linear_activation_forward(
     const floating[:, ::1] W not None,
     const floating[:, ::1] b not None,
     const floating[:, :] A_prev not None,
-    str activation,
+    object activation,
     floating[:, ::1] Z not None,
     floating[:, ::1] A not None,
 ):
@@ -93,7 +93,7 @@ def activation_backward(
     const floating[:, ::1] dA not None,
     const floating[:, ::1] Z not None,
     const floating[:, ::1] A,
-    str activation,
+    object activation,
     floating[:, ::1] dZ not None,
     floating[:, ::1] db not None,
     double db_scale,

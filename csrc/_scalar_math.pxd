@@ -121,7 +121,12 @@ cdef inline floating derivative_from_z(int code, floating z) noexcept nogil:
     return 1
 
 
-cdef inline int activation_code(str name) except -1:
+cdef inline int activation_code(object name) except -1:
+    # Any str, numpy.str_ included (names read from an array or a file).
+    if not isinstance(name, str):
+        raise TypeError(
+            f"activation must be one of 'relu', 'tanh', 'sigmoid', 'identity'; got {name!r}"
+        )
     if name == "relu":
         return RELU
     if name == "tanh":

@@ -423,3 +423,25 @@ def test_course_model_rejects_bad_hyper_parameters(backend):
         course.L_layer_model(X, Y, [3, 2, 1], 0.1, 2, backend="gpu")
     with pytest.raises(ValueError, match="layer_dims"):
         course.initialize_parameters_deep([5])
+
+
+def test_activation_names_from_numpy_arrays_are_accepted(backend):
+    # Names read from an array or a file arrive as numpy.str_, a str subclass.
+    from dnnblocks import Network, course, get_backend
+
+    rng = np.random.default_rng(0)
+    A, W, b = rng.standard_normal((3, 5)), rng.standard_normal((2, 3)), rng.standard_normal((2, 1))
+    for name in np.array(["relu", "tanh", "sigmoid"]):
+        got, _ = course.linear_activation_forward(A, W, b, name, backend=backend)
+        want, _ = course.linear_activation_forward(A, W, b, str(name), backend=backend)
+        np.testing.assert_array_equal(got, want)
+    net = Network([3, 2, 1], hidden_activation=np.str_("tanh"), backend=backend, seed=0)
+    assert type(net.hidden_activation) is str
+    ref = Network([3, 2, 1], hidden_activation="tanh", backend=backend, seed=0)
+    Y = np.array([[0.0, 1.0, 1.0, 0.0, 1.0]])
+    assert net.step(A, Y, 0.1) == ref.step(A, Y, 0.1)
+    Ws, bs = [w.copy() for w in ref.W], [v.copy() for v in ref.b]
+    step = get_backend(backend).make_training_step(Ws, bs, np.array(["tanh", "sigmoid"]), 5)
+    assert step.run(A, Y, 0.1) == pytest.approx(ref.step(A, Y, 0.1), rel=1e-12)
+    with pytest.raises((TypeError, ValueError), match="activation"):
+        get_backend(backend).make_training_step(Ws, bs, [3, "sigmoid"], 5)

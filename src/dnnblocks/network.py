@@ -137,11 +137,11 @@ class Network:
     def __init__(self, layer_dims, hidden_activation="relu", dtype=np.float64,
                  backend="compiled", init="he", seed=None, output="sigmoid"):
         self.layer_dims = check_layer_dims(layer_dims)
-        if hidden_activation not in HIDDEN_ACTIVATIONS:
+        if not isinstance(hidden_activation, str) or hidden_activation not in HIDDEN_ACTIVATIONS:
             raise ValueError(
                 f"hidden_activation must be one of {HIDDEN_ACTIVATIONS}; got {hidden_activation!r}"
             )
-        self.hidden_activation = hidden_activation
+        self.hidden_activation = str(hidden_activation)  # a numpy.str_ becomes a plain str
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
         if output == "softmax" and self.layer_dims[-1] < 2:
