@@ -16,7 +16,7 @@ from libc.limits cimport INT_MAX
 
 from _blas cimport gemm_rowmajor, is_c_contiguous, is_f_contiguous, leading_dim
 from _passes cimport bias_activation, mask_rowsum
-from _scalar_math cimport activation_code
+from _scalar_math cimport RELU, activation_code
 
 
 cdef inline int _blas_dim(Py_ssize_t n, str what) except -1:
@@ -125,7 +125,9 @@ def activation_backward(
     if have_a and (A.shape[0] != n or A.shape[1] != m):
         raise ValueError(f"A must have the shape of Z ({n}, {m}); got ({A.shape[0]}, {A.shape[1]})")
     cdef Py_ssize_t i
-    cdef const floating *a_ptr = &A[0, 0] if have_a and n > 0 and m > 0 else NULL
+    # relu' is Z > 0, read from Z as the NumPy backend does: with A = relu(Z)
+    # it is A > 0 too, but the two could differ for an A not computed from Z.
+    cdef const floating *a_ptr = &A[0, 0] if have_a and code != RELU and n > 0 and m > 0 else NULL
     with nogil:
         if m == 0:
             for i in range(n):

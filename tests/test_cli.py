@@ -523,9 +523,12 @@ def test_ctrl_c_during_training_exits_130_without_a_traceback_or_a_model_file(tm
     import signal
 
     out = tmp_path / "model.npz"
+    # A shell that starts a job in the background (as CI runners may) makes it
+    # ignore SIGINT, and children inherit that: the child gets the default back.
     proc = subprocess.Popen([sys.executable, "-m", "dnnblocks", "train", "--epochs", "100000",
                              "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # The header ends with the "network:" line, printed just before training starts.
         for line in proc.stdout:

@@ -786,3 +786,17 @@ def test_compiled_cost_and_update_reject_bad_shapes():
     with pytest.raises(ValueError):
         k.gradient_descent_update(np.ones((2, 6))[:, ::2], np.ones((2, 3)), 0.1)
     np.testing.assert_array_equal(P, 1)
+
+
+def test_relu_backward_reads_its_mask_from_Z_even_when_A_is_given(backend):
+    # Both backends take relu' from Z (A is used for tanh' and sigmoid' only),
+    # so an A that was not computed from Z cannot change dZ. Found by the
+    # raw-kernel fuzzer with a random A.
+    k = KERNELS[backend]
+    Z = np.array([[1.5, -2.0, 0.0, 3.0]])
+    A = np.array([[-1.0, 4.0, 2.0, 0.0]])  # signs disagree with Z's everywhere
+    dA = np.array([[10.0, 20.0, 30.0, 40.0]])
+    dZ, db = np.empty_like(Z), np.empty((1, 1))
+    k.activation_backward(dA, Z, A, "relu", dZ, db, 0.5)
+    np.testing.assert_array_equal(dZ, [[10.0, 0.0, 0.0, 40.0]])
+    assert db[0, 0] == 25.0
