@@ -229,10 +229,14 @@ def linear_activation_forward(A_prev, W, b, activation, backend="compiled"):
 
 
 def _forward(A_prev, W, b, activation, backend):
-    kernels = get_backend(backend)
     dtype = _float_dtype(A_prev, W, b)
     A_prev, W, b = _linear_inputs(A_prev, W, b, dtype)
-    Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=dtype)
+    return _forward_checked(A_prev, W, b, activation, get_backend(backend))
+
+
+def _forward_checked(A_prev, W, b, activation, kernels):
+    """The layer's kernel on inputs that passed :func:`_linear_inputs`."""
+    Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=W.dtype)
     A = Z if activation == "identity" else np.empty_like(Z)
     kernels.linear_activation_forward(W, b, A_prev, activation, Z, A)
     return A, ((A_prev, W, b), Z)
@@ -262,6 +266,7 @@ def L_model_forward(X, parameters, backend="compiled", hidden_activation="relu")
     """
     _check_activation(hidden_activation)
     L = _n_layers(parameters)
+    kernels = get_backend(backend)
     caches = []
     A = X
     for l in range(1, L + 1):
@@ -275,7 +280,8 @@ def L_model_forward(X, parameters, backend="compiled", hidden_activation="relu")
         b = _matrix(b, "b" + str(l), dtype)
         _check_finite(W, "W" + str(l))
         _check_finite(b, "b" + str(l))
-        A, cache = _forward(A, W, b, activation, backend)
+        A, W, b = _linear_inputs(A, W, b, dtype)  # shapes (the arrays are ready: no copies)
+        A, cache = _forward_checked(A, W, b, activation, kernels)
         caches.append(cache)
     return A, caches
 
