@@ -16,6 +16,7 @@ legacy global generator (``np.random.seed`` then ``np.random.randn``) in the
 course's order.
 """
 
+import threading
 import weakref
 
 import numpy as np
@@ -121,18 +122,27 @@ def _check_same_shape(a, name, shape, what):
 # converted copies) are remembered; one refilled in place is not re-checked,
 # which at worst lets NaN propagate through the blocks as in the textbook code.
 _MAX_REMEMBERED = 8
-_remembered = {}
+_remembered = {}  # (id, check) -> weak reference; oldest first
+_remembered_lock = threading.Lock()
 
 
 def _passed_before(a, check):
-    entry = _remembered.get((id(a), check))
-    return entry is not None and entry() is a
+    key = (id(a), check)
+    with _remembered_lock:
+        ref = _remembered.pop(key, None)
+        if ref is None or ref() is not a:  # never seen, or a dead array's recycled id
+            return False
+        _remembered[key] = ref  # most recently used: last to go
+        return True
 
 
 def _remember(a, check):
-    if len(_remembered) >= _MAX_REMEMBERED:
-        _remembered.clear()
-    _remembered[(id(a), check)] = weakref.ref(a)
+    with _remembered_lock:
+        for key in [k for k, ref in _remembered.items() if ref() is None]:
+            del _remembered[key]
+        while len(_remembered) >= _MAX_REMEMBERED:
+            del _remembered[next(iter(_remembered))]
+        _remembered[(id(a), check)] = weakref.ref(a)
 
 
 def _labels(Y, name, dtype, shape):
