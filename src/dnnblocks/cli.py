@@ -802,8 +802,8 @@ def cmd_bench(args):
     machine = results.get("machine", {})
     print()
     print("Each row: one training step (forward, cost, backward, update). ms/step: the median over "
-          "repeats; x numpy: speed relative to the NumPy backend; / GEMM: time relative to the "
-          "matrix products alone.")
+          "repeats; x numpy: speed relative to the NumPy backend; x textb: speed relative to the "
+          "course's textbook NumPy code; / GEMM: time relative to the matrix products alone.")
     print(f"Measured on {machine.get('processor', '?')}, {machine.get('cores', '?')} cores, "
           f"numpy {machine.get('numpy', '?')}." + (" Smoke run: the timings mean nothing." if args.smoke else ""))
     return 0
