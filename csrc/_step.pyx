@@ -43,6 +43,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 
+from dnnblocks._validation import check_block_columns
+
 from _blas cimport gemm_rowmajor, leading_dim
 from _passes cimport (
     bias_activation, bias_activation_dot, mask_rowsum, mask_rowsum_columns, output_backward_mask,
@@ -324,6 +326,7 @@ cdef class TrainingStep:
         last_gemm = L - 2 if L >= 2 and dims[L] == 1 else L - 1
         widest = max(dims[1:last_gemm + 1], default=0)
         itemsize = dtype.itemsize
+        block_columns = check_block_columns(block_columns)
         if block_columns is None:
             # Few, large blocks: each block re-packs W[l] in BLAS and splits
             # the GEMM across threads anew. Measured with 2 threads, against
@@ -336,11 +339,8 @@ cdef class TrainingStep:
             if full > FULL_SCRATCH_BYTES:
                 n_blocks = max(2, -(-full // BLOCK_SCRATCH_BYTES))
                 block = -(-m // n_blocks)
-        elif (isinstance(block_columns, bool) or not isinstance(block_columns, (int, np.integer))
-                or not 1 <= block_columns):
-            raise ValueError(f"block_columns must be None or an integer >= 1; got {block_columns!r}")
         else:
-            block = min(m, int(block_columns))
+            block = min(m, block_columns)
 
         # Buffers as NumPy arrays: they show up in memory accounting
         # (tracemalloc) like any other allocation, and are freed with the step.

@@ -459,7 +459,7 @@ def test_the_same_X_and_Y_are_scanned_once_across_iterations(monkeypatch):
     others = [np.zeros((2, 2)) for _ in range(course._MAX_REMEMBERED)]
     monkeypatch.setattr(course, "_remembered", {})
     for a in others:
-        course._check_finite(a, "other", remember=True)
+        course._scan_once(course._check_finite, a, a, "other")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((6, 40))
     Y = (rng.random((1, 40)) < 0.5).astype(float)

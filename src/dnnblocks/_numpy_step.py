@@ -13,6 +13,7 @@ from time import perf_counter
 import numpy as np
 
 from ._numpy_kernels import _activate, activation_backward, sigmoid_cross_entropy
+from ._validation import check_block_columns
 
 #: Names of the timed blocks, in the order of the columns of ``timings``.
 BLOCKS = ("linear", "activation", "mask_rowsum", "dA_gemm", "dW_gemm", "update")
@@ -69,10 +70,7 @@ class TrainingStep:
 
     def __init__(self, W, b, activations, m, block_columns=None):
         W, b, activations, m, dtype, dims = _check_parameters(W, b, activations, m)
-        if block_columns is not None and (isinstance(block_columns, bool)
-                                          or not isinstance(block_columns, (int, np.integer))
-                                          or block_columns < 1):
-            raise ValueError(f"block_columns must be None or an integer >= 1; got {block_columns!r}")
+        check_block_columns(block_columns)
         self._W, self._b, self._activations = W, b, activations
         self.dtype, self.layer_dims, self._m = dtype, dims, m
         self._Z = [np.empty((n, m), dtype=dtype) for n in dims[1:]]

@@ -39,6 +39,16 @@ def check_positive_int(value, name, minimum=1):
     return value
 
 
+def check_block_columns(block_columns):
+    """None, or the number of columns per block of a training step's dA as an int >= 1."""
+    if block_columns is None:
+        return None
+    if (isinstance(block_columns, bool) or not isinstance(block_columns, numbers.Integral)
+            or block_columns < 1):
+        raise ValueError(f"block_columns must be None or an integer >= 1; got {block_columns!r}")
+    return int(block_columns)
+
+
 def check_layer_dims(layer_dims):
     """Return `layer_dims` as a tuple of at least two positive ints."""
     if isinstance(layer_dims, (str, bytes)) or not hasattr(layer_dims, "__len__"):

@@ -92,11 +92,11 @@ def _n_layers(parameters):
     return L
 
 
-def _linear_inputs(A_prev, W, b, dtype):
+def _linear_inputs(A_prev, W, b, dtype, names=("A_prev", "W", "b")):
     """A_prev, W and b as `dtype` matrices (A_prev in either order), checked against each other."""
-    A_prev = _matrix(A_prev, "A_prev", dtype, contiguous="any")
-    W = _matrix(W, "W", dtype)
-    b = _matrix(b, "b", dtype)
+    A_prev = _matrix(A_prev, names[0], dtype, contiguous="any")
+    W = _matrix(W, names[1], dtype)
+    b = _matrix(b, names[2], dtype)
     # The NumPy backend would broadcast a wrong b or dA instead of failing,
     # so shapes are checked here, for both backends, before any kernel.
     if A_prev.shape[0] != W.shape[1]:
@@ -122,7 +122,7 @@ def _check_same_shape(a, name, shape, what):
 # converted copies) are remembered; one refilled in place is not re-checked,
 # which at worst lets NaN propagate through the blocks as in the textbook code.
 _MAX_REMEMBERED = 8
-_remembered = {}  # (id, check) -> weak reference; oldest first
+_remembered = {}  # (id, check function) -> weak reference; oldest first
 _remembered_lock = threading.Lock()
 
 
@@ -145,30 +145,39 @@ def _remember(a, check):
         _remembered[(id(a), check)] = weakref.ref(a)
 
 
+def _scan_once(check, a, given, name):
+    """``check(a, name)``, skipped for an array that passed it before as given.
+
+    `given` is what the caller received: only when `a` is that very array
+    (not a converted copy) is it remembered.
+    """
+    if a is given and _passed_before(a, check):
+        return
+    check(a, name)
+    if a is given:
+        _remember(a, check)
+
+
 def _labels(Y, name, dtype, shape):
     given = Y
     Y = _matrix(Y, name, dtype)
     if Y.shape != shape:
         raise ValueError(f"{name} must have shape {shape}; got {Y.shape}")
-    if Y is given and _passed_before(Y, "labels"):
-        return Y
-    bad = (Y != 0) & (Y != 1)
-    if bad.any():
-        raise ValueError(f"{name} must contain only the labels 0 and 1; got {np.unique(Y[bad])[:5].tolist()}")
-    if Y is given:
-        _remember(Y, "labels")
+    _scan_once(_check_labels, Y, given, name)
     return Y
 
 
-def _check_finite(a, name, remember=False):
+def _check_labels(Y, name):
+    bad = (Y != 0) & (Y != 1)
+    if bad.any():
+        raise ValueError(f"{name} must contain only the labels 0 and 1; got {np.unique(Y[bad])[:5].tolist()}")
+
+
+def _check_finite(a, name):
     # Only where the user's data and parameters enter (L_model_forward,
     # predict); the building blocks propagate NaN/inf as the textbook's NumPy does.
-    if remember and _passed_before(a, "finite"):
-        return
     if not _all_finite(a):
         raise ValueError(f"{name} contains NaN or infinity; all values must be finite")
-    if remember:
-        _remember(a, "finite")
 
 
 def _unpack_cache(cache, name, size, layout):
@@ -283,14 +292,11 @@ def L_model_forward(X, parameters, backend="compiled", hidden_activation="relu")
         activation = "sigmoid" if l == L else hidden_activation
         W, b = parameters["W" + str(l)], parameters["b" + str(l)]
         dtype = _float_dtype(A, W, b)
+        A, W, b = _linear_inputs(A, W, b, dtype, ("A_prev (X)" if l == 1 else "A_prev", f"W{l}", f"b{l}"))
         if l == 1:
-            A = _matrix(A, "A_prev (X)", dtype, contiguous="any")
-            _check_finite(A, "X", remember=A is X)
-        W = _matrix(W, "W" + str(l), dtype)
-        b = _matrix(b, "b" + str(l), dtype)
-        _check_finite(W, "W" + str(l))
-        _check_finite(b, "b" + str(l))
-        A, W, b = _linear_inputs(A, W, b, dtype)  # shapes (the arrays are ready: no copies)
+            _scan_once(_check_finite, A, X, "X")
+        _check_finite(W, f"W{l}")
+        _check_finite(b, f"b{l}")
         A, cache = _forward_checked(A, W, b, activation, kernels)
         caches.append(cache)
     return A, caches

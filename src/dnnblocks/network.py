@@ -482,11 +482,8 @@ class Network:
         """
         learning_rate = check_learning_rate(learning_rate, dtype=self.dtype)
         optimizer = _check_step_optimizer(optimizer)
-        # The defaults (exactly 0.0) need no checking; a training loop over a
-        # small network pays these checks at every step.
-        if type(l2) is not float or l2 != 0.0:
-            l2 = _check_l2(l2)
-        keep_prob = 1.0 if type(dropout) is float and dropout == 0.0 else 1.0 - _check_dropout(dropout)
+        l2 = _check_l2(l2)
+        keep_prob = 1.0 - _check_dropout(dropout)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")
         X = self._check_training_X(X)
