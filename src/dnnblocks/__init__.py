@@ -47,6 +47,16 @@ __all__ = [
 ]
 
 
+# Submodules loaded on first attribute access, so that ``import dnnblocks``
+# stays light (no scikit-learn, dask or matplotlib) while
+# ``dnnblocks.course`` and friends work without an explicit import.
+_LAZY_SUBMODULES = frozenset({
+    "backend", "benchmark", "cli", "course", "dask_support", "datasets", "estimator",
+    "exceptions", "gradcheck", "initializers", "model_io", "network", "plotting", "profiling",
+    "training",
+})
+
+
 def __getattr__(name):
     # DNNClassifier is imported on first use so that `import dnnblocks` does
     # not pay for importing scikit-learn (an optional dependency).
@@ -54,8 +64,12 @@ def __getattr__(name):
         from .estimator import DNNClassifier
 
         return DNNClassifier
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'dnnblocks' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | {"DNNClassifier"})
+    return sorted(set(globals()) | {"DNNClassifier"} | _LAZY_SUBMODULES)
