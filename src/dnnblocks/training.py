@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from . import backend
 from ._safeguards import TrainingGuard
 from ._validation import check_learning_rate, check_positive_int, check_scalar
 from .optimizers import get_optimizer
@@ -340,7 +341,7 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
           l2=0.0, dropout=0.0, schedule="constant", decay_rate=1.0, shuffle=True,
           validation_fraction=None, validation_data=None, early_stopping=False, tol=None,
           n_iter_no_change=10, random_state=None, verbose=0, start_epoch=0, callback=None,
-          stream=None, **optimizer_options):
+          stream=None, blas_threads=None, **optimizer_options):
     """Train `net` on (X, Y) for up to `epochs` epochs.
 
     Parameters
@@ -395,6 +396,15 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
         ``callback(epoch, history)`` after every epoch; returning True stops training.
     stream : file-like, optional
         Where progress goes (default ``sys.stderr``).
+    blas_threads : None, "auto" or int, default None
+        BLAS threads during training. "auto": one thread unless a step's
+        largest matrix product reaches
+        :data:`dnnblocks.backend.PARALLEL_PRODUCT_SIZE` multiply-adds (small
+        products lose more to spinning threads than they gain, above all on a
+        busy machine); an int caps the threads. None reads the environment
+        variable ``DNNBLOCKS_BLAS_THREADS`` ("auto" when unset). A lower
+        limit already in force (``threadpoolctl``) is kept; the counts are
+        restored when training ends.
     **optimizer_options
         ``beta`` (momentum), ``beta1``, ``beta2``, ``epsilon`` (Adam) when
         `optimizer` is a name.
@@ -437,6 +447,9 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
                             n_iter_no_change=n_iter_no_change)
     progress = Progress(epochs, verbose, stream) if verbose else None
     keep_prob = 1.0 - dropout
+    threads = backend.blas_threads_policy(net.layer_dims, batches.batch_size, blas_threads)
+    thread_limit = backend.limit_blas_threads(threads)
+    thread_limit.__enter__()  # left in the finally below, with the guard
     # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
     guard = TrainingGuard(net)
     try:
@@ -466,6 +479,7 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
         tracker.restore_best()
     finally:
         guard.close()
+        thread_limit.__exit__(None, None, None)
         if progress is not None:
             message = None
             if history.stop_reason == "early_stopping":
