@@ -445,3 +445,14 @@ def test_activation_names_from_numpy_arrays_are_accepted(backend):
     assert step.run(A, Y, 0.1) == pytest.approx(ref.step(A, Y, 0.1), rel=1e-12)
     with pytest.raises((TypeError, ValueError), match="activation"):
         get_backend(backend).make_training_step(Ws, bs, [3, "sigmoid"], 5)
+
+
+def test_encode_labels_binary_multiclass_and_unknown():
+    from dnnblocks._validation import encode_labels
+
+    Y = encode_labels(np.array(["no", "yes", "yes"]), np.array(["no", "yes"]), np.float32)
+    assert Y.dtype == np.float32 and Y.tolist() == [[0.0, 1.0, 1.0]]
+    Y = encode_labels(np.array([3, 1, 2, 3]), np.array([1, 2, 3]), np.float64)
+    np.testing.assert_array_equal(Y, [[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]])
+    with pytest.raises(ValueError, match=r"not in classes_ \[1, 2, 3\]: \[0, 7\] \(row block 2\)"):
+        encode_labels(np.array([7, 1, 0]), np.array([1, 2, 3]), np.float64, " (row block 2)")

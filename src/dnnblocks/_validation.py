@@ -220,3 +220,41 @@ def check_parameters(W, b, layer_dims, dtype, writeable=False):
                 raise ValueError(f"{name} must be C-contiguous; assign np.ascontiguousarray(...) to it")
             if writeable and not a.flags.writeable:
                 raise ValueError(f"{name} is read-only; training updates the parameters in place")
+
+
+def encode_labels(y, classes, dtype, where=""):
+    """Class labels -> the network's 0/1 target matrix, one column per example.
+
+    The one label encoder of the package (in-memory fits and the Dask workers).
+
+    Parameters
+    ----------
+    y : ndarray of shape (m,)
+        Labels, each one of `classes`.
+    classes : ndarray of shape (k,)
+        Sorted unique classes, k >= 2.
+    dtype : numpy.dtype
+    where : str, optional
+        Appended to the error message (e.g. " (row block 3)").
+
+    Returns
+    -------
+    ndarray of shape (1, m) for two classes (1 for ``classes[1]``), else (k, m) one-hot.
+
+    Raises
+    ------
+    ValueError
+        If a label is not in `classes`; the message lists up to five of them.
+    """
+    idx = np.searchsorted(classes, y)
+    idx = np.minimum(idx, len(classes) - 1)
+    unknown = classes[idx] != y
+    if np.any(unknown):
+        bad = np.unique(np.asarray(y)[unknown])[:5]
+        raise ValueError(f"y contains labels not in classes_ {classes.tolist()}: {bad.tolist()}{where}")
+    m = len(y)
+    if len(classes) == 2:
+        return (idx == 1).astype(dtype).reshape(1, m)
+    Y = np.zeros((len(classes), m), dtype=dtype)
+    Y[idx, np.arange(m)] = 1
+    return Y

@@ -57,6 +57,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ._validation import encode_labels
 from .exceptions import TrainingDivergedError
 from .network import Network, check_step_cost
 from .training import History, Progress, _EpochTracker, accuracy, learning_rate_at, split_validation
@@ -273,22 +274,6 @@ def _forget(fit_key):
     return None
 
 
-def _encode_labels(y, classes, dtype, n_out, index):
-    idx = np.searchsorted(classes, y)
-    idx = np.minimum(idx, len(classes) - 1)
-    unknown = classes[idx] != y
-    if np.any(unknown):
-        bad = np.unique(np.asarray(y)[unknown])[:5]
-        raise ValueError(f"y contains labels not in classes_ {classes.tolist()}: {bad.tolist()} "
-                         f"(row block {index})")
-    m = len(y)
-    if n_out == 1:
-        return (idx == 1).astype(dtype).reshape(1, m)
-    Y = np.zeros((n_out, m), dtype=dtype)
-    Y[idx, np.arange(m)] = 1
-    return Y
-
-
 def _prepare_block(index, xb, yb, classes, dtype, n_out, seed, validation_fraction):
     """Validate and encode one row block: ``(index, X (m, n) C-ordered, Y (n_out, m), X_val, Y_val)``."""
     xb = np.asarray(xb)
@@ -305,7 +290,7 @@ def _prepare_block(index, xb, yb, classes, dtype, n_out, seed, validation_fracti
     yb = np.asarray(yb).ravel()
     if yb.shape[0] != X.shape[0]:
         raise ValueError(f"X and y blocks {index} have {X.shape[0]} and {yb.shape[0]} rows")
-    Y = _encode_labels(yb, classes, dtype, n_out, index)
+    Y = encode_labels(yb, classes, dtype, f" (row block {index})")
     if not validation_fraction or X.shape[0] < 2:
         return (index, X, Y, None, None)
     labels = Y[0].astype(np.intp) if n_out == 1 else np.argmax(Y, axis=0)

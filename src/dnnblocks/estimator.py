@@ -21,7 +21,7 @@ import numpy as np
 
 from . import dask_support as _dask
 from . import exceptions as _exc
-from ._validation import BLAS_INT_MAX, check_blas_shape, check_dtype
+from ._validation import BLAS_INT_MAX, check_blas_shape, check_dtype, encode_labels
 from .network import Network
 from .optimizers import get_optimizer
 from .training import SCHEDULES, train
@@ -418,19 +418,7 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _encode(self, y, dtype):
         """Labels -> (n_out, m) 0/1 matrix in the network's layout."""
-        classes = self.classes_
-        idx = np.searchsorted(classes, y)
-        idx_clipped = np.minimum(idx, len(classes) - 1)
-        unknown = classes[idx_clipped] != y
-        if np.any(unknown):
-            bad = np.unique(np.asarray(y)[unknown])[:5]
-            raise ValueError(f"y contains labels not in classes_ {classes.tolist()}: {bad.tolist()}")
-        m = len(y)
-        if len(classes) == 2:
-            return (idx_clipped == 1).astype(dtype).reshape(1, m)
-        Y = np.zeros((len(classes), m), dtype=dtype)
-        Y[idx_clipped, np.arange(m)] = 1
-        return Y
+        return encode_labels(y, self.classes_, dtype)
 
     def _starts_anew(self, incremental, p):
         """Whether this fit starts a new network (else it continues the fitted one, in `p`'s dtype)."""
