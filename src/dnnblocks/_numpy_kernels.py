@@ -9,11 +9,12 @@ the way one would naturally write it in NumPy, not deliberately slowly.
 import numpy as np
 from scipy.special import expit, xlogy
 
-_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+#: What the per-layer kernels compute (the compiled ones have the same list in C).
+KERNEL_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 
 
 def _check_activation(activation):
-    if activation not in _ACTIVATIONS:
+    if activation not in KERNEL_ACTIVATIONS:
         raise ValueError(
             f"activation must be one of 'relu', 'tanh', 'sigmoid', 'identity'; got {activation!r}"
         )

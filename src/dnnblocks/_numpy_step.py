@@ -12,13 +12,12 @@ from time import perf_counter
 
 import numpy as np
 
-from ._numpy_kernels import _activate, activation_backward, sigmoid_cross_entropy
+from ._numpy_kernels import KERNEL_ACTIVATIONS, _activate, activation_backward, sigmoid_cross_entropy
 from ._validation import check_block_columns
 
 #: Names of the timed blocks, in the order of the columns of ``timings``.
 BLOCKS = ("linear", "activation", "mask_rowsum", "dA_gemm", "dW_gemm", "update")
 _LINEAR, _ACTIVATION, _MASK, _DA, _DW, _UPDATE = range(6)
-_HIDDEN = ("relu", "tanh", "sigmoid", "identity")
 
 
 def _check_parameters(W, b, activations, m):
@@ -32,7 +31,7 @@ def _check_parameters(W, b, activations, m):
     if activations[-1] != "sigmoid":
         raise ValueError(f"the output activation must be 'sigmoid'; got {activations[-1]!r}")
     for l, act in enumerate(activations[:-1]):
-        if act not in _HIDDEN:
+        if act not in KERNEL_ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of 'relu', 'tanh', 'sigmoid', 'identity'; got {act!r}"
             )

@@ -17,6 +17,15 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: BLAS takes 32-bit dimensions.
 BLAS_INT_MAX = 2**31 - 1
 
+# The one activation table above the kernels (layer 0 keeps its own list of
+# what it computes: it imports nothing from the package).
+#: Activations a hidden layer may use.
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+#: Output layers: sigmoid units with the binary cross-entropy, or softmax with the categorical one.
+OUTPUTS = ("sigmoid", "softmax")
+#: The estimators' activation names (scikit-learn's, plus ours) -> the network's.
+ESTIMATOR_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "sigmoid": "sigmoid"}
+
 
 def check_dtype(dtype, name="dtype"):
     """Return `dtype` as a NumPy dtype if it is float32 or float64."""

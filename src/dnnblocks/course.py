@@ -24,6 +24,7 @@ import numpy as np
 from ._validation import (
     _all_finite, check_blas_shape, check_layer_dims, check_learning_rate, check_positive_int,
 )
+from ._validation import HIDDEN_ACTIVATIONS
 from .backend import get_backend
 from .network import Network
 
@@ -41,7 +42,7 @@ __all__ = [
     "L_layer_model",
 ]
 
-_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_ACTIVATIONS = HIDDEN_ACTIVATIONS
 
 
 # --------------------------------------------------------------------- helpers

@@ -21,7 +21,13 @@ import numpy as np
 
 from . import dask_support as _dask
 from . import exceptions as _exc
-from ._validation import BLAS_INT_MAX, check_blas_shape, check_dtype, encode_labels
+from ._validation import (
+    BLAS_INT_MAX,
+    ESTIMATOR_ACTIVATIONS,
+    check_blas_shape,
+    check_dtype,
+    encode_labels,
+)
 from .network import Network
 from .optimizers import get_optimizer
 from .training import SCHEDULES, train
@@ -113,7 +119,7 @@ def _same_param(a, b):
         return a is b
 
 
-ACTIVATIONS = ("relu", "tanh", "logistic", "sigmoid")
+ACTIVATIONS = tuple(ESTIMATOR_ACTIVATIONS)
 SOLVERS = ("sgd", "momentum", "adam")
 INITS = ("auto", "glorot", "he", "xavier", "random", "zeros")
 
@@ -316,7 +322,7 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
             batch_size = check_positive_int(batch_size, "batch_size")
         p = {
             "sizes": sizes,
-            "activation": "sigmoid" if self.activation == "logistic" else self.activation,
+            "activation": ESTIMATOR_ACTIVATIONS[self.activation],
             "alpha": check_scalar(self.alpha, "alpha", low=0.0),
             "batch_size": batch_size,
             "learning_rate_init": check_scalar(self.learning_rate_init, "learning_rate_init",

@@ -13,6 +13,8 @@ from collections import OrderedDict
 import numpy as np
 
 from ._validation import (
+    HIDDEN_ACTIVATIONS,
+    OUTPUTS,
     as_binary_labels,
     as_float_matrix,
     check_dtype,
@@ -26,8 +28,6 @@ from .exceptions import TrainingDivergedError
 from .initializers import initialize
 from .optimizers import GradientDescent, Optimizer, get_optimizer
 
-HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid")
-OUTPUTS = ("sigmoid", "softmax")
 
 # Buffers are kept for this many distinct batch sizes: the full batch and the
 # short last mini-batch of an epoch are the common pair.
