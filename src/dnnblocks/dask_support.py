@@ -57,6 +57,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import backend
 from ._validation import encode_labels
 from .exceptions import TrainingDivergedError
 from .network import Network, check_step_cost
@@ -333,7 +334,11 @@ def _shard_gradient(shard, flat_params, fit_key, spec, plan):
     shard_id, parts = shard
     epoch, k, n_batches, shuffle, seed, keep_prob, step = plan
     state = _shard_state((fit_key, shard_id), spec)
-    with state.lock:
+    # The worker's share of a step, under the same BLAS thread policy as
+    # in-memory training (a worker's pool must not spin against its neighbours').
+    rows = max(X.shape[0] for _, X, _, _, _ in parts) if parts else 0
+    threads = backend.blas_threads_policy(spec[0], max(1, -(-rows // n_batches)))
+    with state.lock, backend.limit_blas_threads(threads):
         net = state.net
         state.load(flat_params)
         kernels = net._kernels
