@@ -15,6 +15,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -262,36 +263,46 @@ class Table:
             )
 
     def numeric(self, names, hint=""):
-        """The named columns as a float64 (n_rows, len(names)) array; one clear error otherwise."""
+        """The named columns as a float64 (n_rows, len(names)) array; one clear error otherwise.
+
+        Only the named columns are converted, cell by cell, so an unused column
+        (an id, free text) costs nothing beyond its Python strings.
+        """
         self.require(names, "feature")
         out = np.empty((self.n_rows, len(names)), dtype=np.float64)
         for j, name in enumerate(names):
             text = self.columns[name]
-            try:
-                out[:, j] = text.astype(np.float64)
-            except ValueError:
-                i = next((i for i, s in enumerate(text) if not _parses_as_float(s)), 0)
-                if text[i].strip() == "":
+            col = out[:, j]
+            match = _NUMBER.fullmatch
+            for i, cell in enumerate(text):
+                cell = str(cell)
+                # float() alone would also take '1_000' and non-ASCII digits
+                # ('\u0661', full-width '\uff11'): a CSV number is ASCII only.
+                if match(cell) is None:
+                    if cell.strip() == "":
+                        raise CLIError(
+                            f"{self.path}, line {self.lines[i]}: column {name!r} is empty; dnnblocks does "
+                            f"not fill in missing values (drop or fill those rows first)"
+                        )
                     raise CLIError(
-                        f"{self.path}, line {self.lines[i]}: column {name!r} is empty; dnnblocks does "
-                        f"not fill in missing values (drop or fill those rows first)"
-                    ) from None
-                raise CLIError(
-                    f"{self.path}, line {self.lines[i]}: column {name!r} holds {str(text[i])!r}, "
-                    f"not a number; features must be numeric{hint}"
-                ) from None
-            bad = ~np.isfinite(out[:, j])
+                        f"{self.path}, line {self.lines[i]}: column {name!r} holds {_shown(cell)}, "
+                        f"not a number; features must be numeric{hint}"
+                    )
+                col[i] = float(cell)
+            bad = ~np.isfinite(col)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise CLIError(
-                    f"{self.path}, line {self.lines[i]}: column {name!r} holds {str(text[i])!r}; "
+                    f"{self.path}, line {self.lines[i]}: column {name!r} holds {_shown(str(text[i]))}; "
                     f"features must be finite numbers (drop or fill those rows first)"
                 )
         return out
 
     def labels(self, name):
+        """The named column's stripped cells as an object array of str (no fixed-width copy)."""
         self.require([name], "target")
-        labels = np.char.strip(self.columns[name])
+        labels = np.empty(self.n_rows, dtype=object)
+        labels[:] = [str(v).strip() for v in self.columns[name]]
         empty = labels == ""
         if empty.any():
             i = int(np.flatnonzero(empty)[0])
@@ -299,12 +310,19 @@ class Table:
         return labels
 
 
-def _parses_as_float(s):
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
+#: The number forms a CSV cell may take: ASCII decimal with an optional
+#: exponent, inf / infinity / nan (rejected later as not finite, with their
+#: own message), surrounding blanks allowed as float() allows them.
+_NUMBER = re.compile(
+    r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*",
+    re.ASCII | re.IGNORECASE,
+)
+
+
+def _shown(cell, limit=60):
+    """repr of a cell for a message, shortened: one line even for a 100 kB cell."""
+    text = repr(cell)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(cell)} characters)"
 
 
 def _quoted(names):
@@ -342,8 +360,8 @@ def read_csv(path):
                     )
                 rows.append(row)
                 lines.append(reader.line_num)
-    except UnicodeDecodeError as exc:
-        raise CLIError(f"{path} is not UTF-8 text (byte {exc.start}); is it a CSV file?") from None
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is not UTF-8 text ({_bad_utf8_position(path)}); is it a CSV file?") from None
     except csv.Error as exc:
         raise CLIError(f"{path}, line {reader.line_num}: {exc}") from None
     if width == 1 and any(sep in header[0] for sep in ";\t|"):
@@ -358,8 +376,29 @@ def read_csv(path):
         seen.add(name)
     if not rows:
         raise CLIError(f"{path} has a header but no data rows")
-    columns = {name: np.array([r[j] for r in rows], dtype=str) for j, name in enumerate(header)}
-    return Table(str(path), header, columns, np.array(lines))
+    # Columns stay Python lists of str: a NumPy string array would be as wide
+    # as the column's longest cell in every row (one 131,000-character cell
+    # in 1,000 rows: 0.5 GB), even for a column that is then dropped.
+    columns = {name: list(cells) for name, cells in zip(header, zip(*rows))}
+    del rows
+    return Table(str(path), header, columns, np.array(lines, dtype=np.int64))
+
+
+def _bad_utf8_position(path):
+    """'line L, byte B' of the first byte that is not UTF-8, counted in the whole file.
+
+    The decoder's own offset counts from the start of its current buffer, not
+    of the file, so it is found again here, one line at a time (bounded memory).
+    """
+    offset = 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}, byte {offset + exc.start}"
+            offset += len(line)
+    return "a multi-byte character cut at the end"
 
 
 def _input_file(path, what):
@@ -372,7 +411,13 @@ def _input_file(path, what):
 
 
 def _output_file(path, what):
-    """Check that `path` can be written before doing the work that produces it."""
+    """Check that `path` can be written before doing the work that produces it.
+
+    Permission bits say nothing for root, and nothing about /proc or a
+    read-only mount, so a file that does not exist yet is created and removed
+    again (nothing is left behind); an existing file is opened for appending,
+    which does not change it.
+    """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
@@ -381,7 +426,50 @@ def _output_file(path, what):
         raise CLIError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise CLIError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} is not writable")
+    try:
+        if p.exists():
+            if not p.is_file():
+                raise CLIError(f"cannot write {what} {str(path)!r}: it is not a regular file")
+            with open(p, "ab"):
+                pass
+        else:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(fd)
+            os.unlink(p)
+    except OSError as exc:
+        raise CLIError(f"cannot write {what} {str(path)!r}: {exc.strerror or _one_line(exc)}") from None
     return p
+
+
+def _same_file(a, b):
+    """Whether paths `a` and `b` name one file (same spelling, a symlink or a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samestat(os.stat(a), os.stat(b))
+    except OSError:  # one of them does not exist yet: realpath settled it
+        return False
+
+
+def _check_distinct(inputs, outputs):
+    """Refuse a command that would write over one of its own inputs or outputs.
+
+    Parameters
+    ----------
+    inputs, outputs : list of (option, path or None)
+        ``("DATA.csv", "x.csv")``, ``("--out", "m.npz")``; None entries are skipped.
+    """
+    inputs = [(o, p) for o, p in inputs if p is not None]
+    outputs = [(o, p) for o, p in outputs if p is not None]
+    for k, (option, path) in enumerate(outputs):
+        for other, source in inputs:
+            if _same_file(path, source):
+                raise CLIError(f"{option} {str(path)!r} is the input {other} {str(source)!r}; "
+                               f"it would be overwritten; choose another file name")
+        for other, target in outputs[:k]:
+            if _same_file(path, target):
+                raise CLIError(f"{option} {str(path)!r} and {other} {str(target)!r} are the same "
+                               f"file; one would overwrite the other; give each its own name")
 
 
 # ---------------------------------------------------------------- the default task
@@ -561,6 +649,7 @@ def _describe_classes(classes):
 def cmd_train(args):
     from .estimator import DNNClassifier
 
+    _check_distinct([("DATA.csv", args.data)], [("--out", args.out), ("--plot", args.plot)])
     if args.plot:
         from .plotting import MatplotlibMissingError, require_matplotlib
 
@@ -718,6 +807,7 @@ def _load_for_data(model_path, data_path):
 
 
 def cmd_predict(args):
+    _check_distinct([("MODEL.npz", args.model), ("DATA.csv", args.data)], [("--out", args.out)])
     if args.out:
         _output_file(args.out, "predictions file")
     model, extra, table, X = _load_for_data(args.model, args.data)
