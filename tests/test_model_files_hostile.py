@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 from dnnblocks import ModelFileError, Network, load
 from dnnblocks.model_io import save_network
 from dnnblocks.optimizers import Adam, Momentum
+
+pytestmark = pytest.mark.filterwarnings("ignore::dnnblocks.exceptions.ConvergenceWarning")
 
 
 def _npy(a):
@@ -137,14 +140,19 @@ def _header_only(shape, descr):
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("case", ["unlisted", "W_shape", "W_dtype", "opt_shape", "extra_huge_str",
+def test_unlisted_members_are_ignored_unread(tmp_path, good):
+    _, meta, members = good
+    # Declares 2 GB: reading it would fail; it is never read.
+    path = _rewrite(tmp_path, meta, members, **{"surprise.npy": _header_only((16000, 16000), "<f8")})
+    assert load(path).layer_dims == (3, 4, 1)
+
+
+@pytest.mark.parametrize("case", ["W_shape", "W_dtype", "opt_shape", "extra_huge_str",
                                   "extra_object", "duplicate", "meta_too_big", "b_int"])
 def test_members_checked_from_their_headers(tmp_path, good, case):
     path0, meta, members = good
     repl = {}
-    if case == "unlisted":
-        repl["surprise.npy"] = _npy(np.zeros(3))
-    elif case == "W_shape":
+    if case == "W_shape":
         repl["W0.npy"] = _npy(np.zeros((4, 4)))
     elif case == "W_dtype":
         repl["W0.npy"] = _npy(np.zeros((4, 3), np.float32))
@@ -224,7 +232,7 @@ def test_malformed_metadata_is_a_model_file_error(tmp_path, good, name):
     _, meta, members = good
     MUTATIONS[name](meta)
     path = _rewrite(tmp_path, meta, members)
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match=re.escape(os.fspath(path))):
         load(path)
 
 
@@ -293,8 +301,9 @@ def test_malformed_classifier_metadata(tmp_path, good_clf, name):
     _, meta, members = good_clf
     assert load(good_clf[0]).classes_.tolist() == ["a", "b", "c"]
     CLF_MUTATIONS[name](meta["estimator"]["fitted"])
-    with pytest.raises(ModelFileError):
-        load(_rewrite(tmp_path, meta, members))
+    path = _rewrite(tmp_path, meta, members)
+    with pytest.raises(ModelFileError, match=re.escape(os.fspath(path))):
+        load(path)
 
 
 @pytest.mark.parametrize("param,value", [("solver", "lbfgs"), ("alpha", -1.0), ("dtype", "object"),
@@ -396,3 +405,23 @@ def test_os_error_names_the_target(tmp_path):
     with pytest.raises(OSError) as info:
         _net().save(path)
     assert str(path) in str(info.value) and ".tmp" not in str(info.value)
+
+
+def test_compressed_members_are_refused(tmp_path, good):
+    with np.load(good[0]) as f:
+        arrays = {k: f[k] for k in f.files}
+    path = tmp_path / "z.npz"
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(ModelFileError, match="compressed"):
+        load(path)
+
+
+def test_largest_metadata_parses_within_the_memory_cap(tmp_path):
+    # The costliest JSON per character (empty lists) at the largest metadata
+    # size accepted: parsing it must stay far under the child's 1 GiB.
+    n = (16 * 1024 * 1024 - 256) // 4 // 3
+    text = "[" + "[]," * (n - 1) + "[]]"
+    path = _write(tmp_path / "big_meta.npz", [("__dnnblocks__.npy", _npy(np.array(text)))])
+    res = _child(path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("REFUSED") and "does not name the dnnblocks model format" in res.stdout

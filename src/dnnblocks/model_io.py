@@ -318,9 +318,13 @@ def _not_a_model(path, why):
 _META_CAP = 16 * 1024 * 1024
 #: Largest .npy header accepted (numpy writes under 200 bytes for our arrays).
 _HEADER_CAP = 10000
-#: Deflate cannot expand data by more than about 1032 times.
-_DEFLATE_RATIO = 1032
 _FLOAT_DTYPES = ("float32", "float64")
+
+
+def _naming(exc, path):
+    """`exc`, or a ModelFileError that also names the file."""
+    path = os.fspath(path)
+    return exc if path in str(exc) else ModelFileError(f"{path}: {exc}")
 
 
 def _open_regular(path):
@@ -359,14 +363,15 @@ def _member_header(path, zf, info):
 def _check_member_size(path, key, info, shape, dtype, archive_size):
     """Refuse a member whose declared size its bytes in the archive cannot hold."""
     if dtype.hasobject:
-        raise ModelFileError(f"{path}: array {key!r} has an object dtype, which model files never hold")
+        raise ModelFileError(f"{path} is truncated or corrupted: array {key} has an object dtype, which "
+                             f"would need allow_pickle; model files never hold one")
     nbytes = math.prod(shape) * dtype.itemsize
     # The zip member must really hold the data its header declares: this
     # bounds every allocation by the archive's own size (times the deflate
     # ratio for compressed members) before anything is allocated.
     if dtype.itemsize > info.file_size or nbytes > info.file_size:
-        raise ModelFileError(f"{path}: array {key!r} declares shape {shape} and dtype {dtype} "
-                             f"({nbytes} bytes) but its member holds {info.file_size} bytes")
+        raise ModelFileError(f"{path} is truncated or corrupted: array {key} declares shape {shape} and "
+                             f"dtype {dtype} ({nbytes} bytes) but its member holds {info.file_size} bytes")
 
 
 def _int(value, name, low=0, high=None):
@@ -407,7 +412,7 @@ def _expected_arrays(path, meta):
         if key in net and not isinstance(net[key], str):
             raise ModelFileError(f"{path}: network {key} must be a string; got {net[key]!r}")
     if net["dtype"] not in _FLOAT_DTYPES:
-        raise ModelFileError(f"{path}: network dtype must be one of {_FLOAT_DTYPES}; got {net['dtype']!r}")
+        raise ModelFileError(f"{path}: network dtype must be float32 or float64; got {net['dtype']!r}")
     dtype = np.dtype(net["dtype"])
     L = len(dims) - 1
     shapes = [(dims[l + 1], dims[l]) for l in range(L)] + [(dims[l + 1], 1) for l in range(L)]
@@ -547,7 +552,7 @@ def _read_archive(path, fh):
     except zipfile.BadZipFile as exc:
         if head[:4] == b"PK\x03\x04":
             raise ModelFileError(f"{path} is truncated or corrupted ({exc}); save the model again") from None
-        raise _not_a_model(path, str(exc)) from None
+        raise _not_a_model(path, f"it is not a NumPy .npz archive ({exc})") from None
     with zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
@@ -557,13 +562,27 @@ def _read_archive(path, fh):
         for info in infos:
             if not info.filename.endswith(".npy") or info.is_dir():
                 raise _not_a_model(path, f"member {info.filename!r} is not a .npy array")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or (
-                    info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size) or (
-                    info.file_size > _DEFLATE_RATIO * info.compress_size + 1024) or (
-                    info.header_offset + info.compress_size > size):
+            # dnnblocks writes stored (uncompressed) members only: a member's
+            # data then lies in the file, which bounds what reading it can
+            # allocate by the file's size (a deflated one could expand 1000x).
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ModelFileError(f"{path}: member {info.filename!r} is compressed; dnnblocks model "
+                                     f"files store their arrays uncompressed")
+            if info.file_size != info.compress_size:
                 raise ModelFileError(f"{path} is truncated or corrupted: member {info.filename!r} "
                                      f"declares sizes the file cannot hold")
             members[info.filename[:-4]] = info
+        # Members may not overlap (a crafted directory can point several names
+        # into one stretch of bytes): then their data sizes add up to at most
+        # the file's size.
+        end = 0
+        for info in sorted(infos, key=lambda i: i.header_offset):
+            if info.header_offset < end:
+                raise ModelFileError(f"{path} is corrupted: member {info.filename!r} overlaps another")
+            end = info.header_offset + 30 + len(info.filename.encode()) + info.compress_size
+            if end > size:
+                raise ModelFileError(f"{path} is truncated or corrupted: member {info.filename!r} "
+                                     f"extends past the end of the file")
         if _META_KEY not in members:
             raise _not_a_model(path, f"the archive has no {_META_KEY!r} entry")
         info = members[_META_KEY]
@@ -582,21 +601,28 @@ def _read_archive(path, fh):
             raise ModelFileError(f"{path}: its metadata is nested too deeply") from None
         except ValueError as exc:
             raise ModelFileError(f"{path}: its metadata is not valid JSON ({exc})") from None
-        expected = _check_meta(path, meta)
-        unknown = set(members) - set(expected) - {_META_KEY}
-        if unknown:
-            raise ModelFileError(f"{path}: the archive holds arrays the metadata does not list: "
-                                 f"{sorted(unknown)}")
+        try:
+            expected = _check_meta(path, meta)
+        except ModelFileError as exc:
+            raise _naming(exc, path) from None
+        # Members the metadata does not list are accepted (as before) but
+        # never read: they cost no memory.
         # Every header first: nothing is allocated until all the declared
         # shapes and dtypes are known to fit the architecture and the file.
         for key, want in expected.items():
             if key not in members:
                 raise ModelFileError(f"{path} is truncated or corrupted: array {key!r} is missing")
             shape, dtype = _member_header(path, zf, members[key])
-            if want is not None and (shape, dtype) != want:
-                raise ModelFileError(f"{path}: array {key!r} has shape {shape} and dtype {dtype}; the "
-                                     f"architecture says {want[0]} {want[1]}")
             _check_member_size(path, key, members[key], shape, dtype, size)
+            if want is not None and shape != want[0]:
+                raise ModelFileError(f"{path}: array {key} has shape {shape}; the architecture "
+                                     f"{list(meta['network']['layer_dims'])} says {want[0]}")
+            if want is not None and dtype.kind != "f":
+                raise ModelFileError(f"{path}: array {key} holds values that are not finite numbers "
+                                     f"(dtype {dtype}); the file is corrupted")
+            if want is not None and dtype != want[1]:
+                raise ModelFileError(f"{path}: array {key} has shape {shape} and dtype {dtype}; the "
+                                     f"architecture says {want[0]} {want[1]}")
         arrays = {}
         for key in expected:
             with zf.open(members[key]) as fp:
@@ -668,8 +694,8 @@ def load(path, with_extra=False):
             raise ModelFileError(f"{os.fspath(path)} holds an unknown kind of model {kind!r}")
         if kind == "DNNClassifier":
             model._check_params()  # the hyper-parameters, as fit would check them
-    except ModelFileError:
-        raise
+    except ModelFileError as exc:
+        raise _naming(exc, path) from None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError,
             RecursionError) as exc:
         raise ModelFileError(f"{os.fspath(path)} has inconsistent metadata ({exc!r})") from None
