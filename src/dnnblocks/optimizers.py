@@ -20,6 +20,8 @@ L2 regularisation is applied inside the kernels to the weights only, never to
 the biases.
 """
 
+import inspect
+
 import numpy as np
 
 from ._validation import check_scalar
@@ -215,10 +217,27 @@ def get_optimizer(optimizer, **hyperparameters):
 
 
 def optimizer_from_state(scalars):
-    """Rebuild an optimizer (without arrays) from the scalars of :meth:`Optimizer.state_dict`."""
+    """Rebuild an optimizer (without arrays) from the scalars of :meth:`Optimizer.state_dict`.
+
+    Raises ValueError or TypeError for scalars no optimizer could have saved
+    (an unknown name or hyper-parameter, a step count that is not an integer
+    in [0, 2**62]).
+    """
+    if not isinstance(scalars, dict):
+        raise TypeError(f"optimizer scalars must be a dict; got {type(scalars).__name__}")
     scalars = dict(scalars)
-    name = scalars.pop("name")
+    name = scalars.pop("name", None)
+    if not isinstance(name, str) or name not in _CLASSES:
+        raise ValueError(f"optimizer name must be one of {OPTIMIZERS}; got {name!r}")
     t = scalars.pop("t", 0)
+    # t is a count of steps: a float (Infinity), a bool or a negative value
+    # would break the bias correction or overflow the kernels' integer.
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= 2 ** 62:
+        raise ValueError(f"optimizer step count t must be an integer in [0, 2**62]; got {t!r}")
+    allowed = set(inspect.signature(_CLASSES[name]).parameters)
+    unknown = set(scalars) - allowed
+    if unknown:
+        raise ValueError(f"unknown {name} hyper-parameters {sorted(unknown)}")
     opt = get_optimizer(name, **scalars)
-    opt.t = int(t)
+    opt.t = t
     return opt
