@@ -8,6 +8,7 @@ each compiled kernel). Messages name the argument and what was expected.
 import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -74,6 +75,92 @@ def check_layer_dims(layer_dims):
             raise ValueError(f"layer_dims[{i}] = {n} exceeds BLAS's 32-bit limit {BLAS_INT_MAX}")
         out.append(n)
     return tuple(out)
+
+
+#: Memory assumed where the physical memory cannot be read (no ``os.sysconf``,
+#: e.g. on Windows): enough for any network this library trains in practice,
+#: far below the tens of GiB an absurd layer size asks for.
+_FALLBACK_MEMORY = 64 * 2**30
+
+#: How many parameter-sized arrays a network may hold: W and b themselves,
+#: their gradients dW and db (made by the first backward pass or step), and
+#: one more copy -- the training guard's checkpoint, a momentum velocity, or
+#: the float64 draws an initialiser makes before casting. Adam holds two
+#: moments and would reach 5x: this is a floor that refuses sizes which
+#: cannot work, not a promise that a size below it trains.
+PARAMETER_COPIES = 3
+
+
+def _memory_limit():
+    """Return ``(bytes, description)``: the memory this process can hope to use.
+
+    The physical memory (``SC_PAGE_SIZE * SC_PHYS_PAGES``), or
+    :data:`_FALLBACK_MEMORY` where that is unavailable, lowered to the soft
+    ``RLIMIT_AS`` when one is set. A module-level function so that tests can
+    replace it with a small fake limit.
+    """
+    limit, what = None, "physical memory"
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        pass
+    if not isinstance(limit, int) or limit <= 0:
+        limit, what = _FALLBACK_MEMORY, "assumed memory (physical memory unknown)"
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and 0 < soft < limit:
+            limit, what = soft, "address-space limit (RLIMIT_AS)"
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    return limit, what
+
+
+def check_parameter_memory(layer_dims, dtype, name="layer_dims"):
+    """Refuse layer sizes whose parameters cannot fit in memory, before anything is allocated.
+
+    Parameters
+    ----------
+    layer_dims : tuple of int
+        Sizes n[0] to n[L], each already a positive int (see
+        :func:`check_layer_dims`).
+    dtype : numpy.dtype
+        Precision of the parameters.
+    name : str
+        The argument named in the message.
+
+    Raises
+    ------
+    ValueError
+        When a size exceeds BLAS's 32-bit limit, when a layer's
+        n[l] * n[l-1] elements exceed what a NumPy array can index, or when
+        :data:`PARAMETER_COPIES` times the bytes of W and b exceed the memory
+        of :func:`_memory_limit`.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    # Python ints: the element counts below cannot overflow, whatever the sizes.
+    max_elements = np.iinfo(np.intp).max // itemsize
+    n_params = 0
+    for l in range(1, len(layer_dims)):
+        n, k = layer_dims[l], layer_dims[l - 1]
+        for i in (l - 1, l):
+            if layer_dims[i] > BLAS_INT_MAX:
+                raise ValueError(f"{name}: size {layer_dims[i]} exceeds BLAS's 32-bit limit {BLAS_INT_MAX}")
+        if n * k > max_elements:
+            raise ValueError(f"{name}: a layer of {n} x {k} weights is more than a NumPy array can hold")
+        n_params += n * k + n
+    needed = n_params * itemsize
+    limit, what = _memory_limit()
+    if needed * PARAMETER_COPIES > limit:
+        raise ValueError(
+            f"{name} asks for at least {n_params} parameters: W and b need {needed} bytes "
+            f"({needed / 2**30:.3g} GiB) in {np.dtype(dtype)}, and training holds {PARAMETER_COPIES} "
+            f"such arrays (parameters, gradients, a checkpoint or optimizer state: "
+            f"{needed * PARAMETER_COPIES} bytes), more than the "
+            f"{what} of {limit} bytes ({limit / 2**30:.3g} GiB); use smaller layer sizes"
+        )
+    return needed
 
 
 def check_scalar(value, name, low=None, high=None, low_inclusive=True, high_inclusive=True):

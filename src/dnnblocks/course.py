@@ -22,7 +22,8 @@ import weakref
 import numpy as np
 
 from ._validation import (
-    _all_finite, check_blas_shape, check_layer_dims, check_learning_rate, check_positive_int,
+    _all_finite, check_blas_shape, check_layer_dims, check_learning_rate, check_parameter_memory,
+    check_positive_int,
 )
 from ._validation import HIDDEN_ACTIVATIONS
 from .backend import get_backend
@@ -211,6 +212,7 @@ def initialize_parameters_deep(layer_dims, seed=3, scale=0.01):
         ``"W1"``, ``"b1"``, ..., float64 arrays.
     """
     dims = check_layer_dims(layer_dims)
+    check_parameter_memory(dims, np.float64, "layer_dims")  # before the draws allocate
     if seed is not None:
         np.random.seed(seed)
     parameters = {}
@@ -475,6 +477,7 @@ def L_layer_model(X, Y, layers_dims, learning_rate=0.0075, num_iterations=3000,
     num_iterations = check_positive_int(num_iterations, "num_iterations", minimum=0)
     learning_rate = check_learning_rate(learning_rate)
     dims = check_layer_dims(layers_dims)
+    check_parameter_memory(dims, np.float64, "layers_dims")  # named as this function's argument
     np.random.seed(1)
     initial = initialize_parameters_deep(dims, seed=1, scale="sqrt")
     dtype = _float_dtype(X)

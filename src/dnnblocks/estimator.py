@@ -26,6 +26,7 @@ from ._validation import (
     ESTIMATOR_ACTIVATIONS,
     check_blas_shape,
     check_dtype,
+    check_parameter_memory,
     encode_labels,
 )
 from .network import Network
@@ -307,6 +308,7 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
         sizes = tuple(check_positive_int(s, f"hidden_layer_sizes[{i}]") for i, s in enumerate(sizes))
         if any(s > BLAS_INT_MAX for s in sizes):
             raise ValueError(f"hidden_layer_sizes exceeds BLAS's 32-bit limit: {sizes}")
+        check_parameter_memory((1, *sizes, 1), check_dtype(self.dtype), "hidden_layer_sizes")  # >= 1 input and output
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
         if self.solver not in SOLVERS:

@@ -20,6 +20,7 @@ from ._validation import (
     check_dtype,
     check_layer_dims,
     check_learning_rate,
+    check_parameter_memory,
     check_parameters,
     check_scalar,
 )
@@ -151,6 +152,7 @@ class Network:
             )
         self.output = output
         self.dtype = check_dtype(dtype)
+        check_parameter_memory(self.layer_dims, self.dtype, "layer_dims")  # before initialize allocates
         self._kernels = get_backend(backend)
         rng = np.random.default_rng(seed)
         self.W, self.b = initialize(self.layer_dims, init, rng, self.dtype)
