@@ -472,12 +472,16 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     # back if a divergence restores the weights of an earlier epoch.
     epoch_ends = [(0, 0)]
 
+    last = [None, 0]  # cost and size of the last completed step
+
     def counted_step(xb, *args):
         # Counts a step once its update is complete: a held Ctrl-C is raised
         # by the guard after this returns, and that step's update is kept.
+        last[0] = None
         cost = net._train_step(xb, *args)
         history.steps_completed += 1
         history.samples_seen += xb.shape[1]
+        last[0], last[1] = cost, xb.shape[1]
         return cost
 
     # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
@@ -487,8 +491,17 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
             for epoch in range(epochs):
                 lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
                 total = 0.0
-                for xb, yb in batches.epoch(rng, shuffle):
-                    total += guard.step(counted_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
+                first_step = history.steps_completed
+                try:
+                    for xb, yb in batches.epoch(rng, shuffle):
+                        total += guard.step(counted_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
+                except KeyboardInterrupt:
+                    # A Ctrl-C held until the epoch's last step completed: the
+                    # epoch is whole, record it (its cost came back to counted_step).
+                    if history.steps_completed - first_step == batches.n_batches and last[0] is not None:
+                        tracker.epoch_done((total + last[0] * last[1]) / batches.m, lr)
+                        epoch_ends.append((history.steps_completed, history.samples_seen))
+                    raise
                 cost = total / batches.m
                 tracker.epoch_done(cost, lr)
                 epoch_ends.append((history.steps_completed, history.samples_seen))
