@@ -447,7 +447,10 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
         """Add the epochs of `history` (a :class:`dnnblocks.training.History`) to the fitted attributes."""
         self.loss_curve_.extend(history.cost)
         self.n_iter_ += history.n_epochs
-        self.t_ += history.n_epochs * history.n_examples
+        # Samples seen, scikit-learn's t_: those of every completed step, the
+        # steps of an epoch that an exception cut short included.
+        seen = getattr(history, "samples_seen", None)
+        self.t_ += history.n_epochs * history.n_examples if seen is None else seen
         if early:
             self.validation_scores_ = list(history.validation_score)
             # Empty only when a distributed fit failed within its first epoch.
@@ -457,7 +460,53 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
             best = self.best_loss_ if self.best_loss_ is not None else np.inf
             self.best_loss_ = min(best, min(history.cost))
 
+    def _snapshot_state(self):
+        """What :meth:`_restore_state` needs to undo a fit that failed before training."""
+        state = dict(self.__dict__)
+        for name in ("loss_curve_", "validation_scores_"):  # lists _record mutates in place
+            if isinstance(state.get(name), list):
+                state[name] = list(state[name])
+        rng = state.get("_rng")
+        # The validation split and shuffling draw from the estimator's
+        # generator before a step can fail (train's own checks).
+        rng_state = rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
+        return state, rng_state
+
+    def _restore_state(self, snapshot):
+        state, rng_state = snapshot
+        self.__dict__.clear()
+        self.__dict__.update(state)
+        if rng_state is not None:
+            self._rng.bit_generator.state = rng_state
+
     def _fit(self, X, y, incremental, classes=None):
+        """One fit/partial_fit call, transactional.
+
+        An exception before training starts (bad hyper-parameter or data,
+        one class, a MemoryError building the network, ...) leaves the
+        estimator exactly as it was. An exception from the training loop
+        itself (Ctrl-C, divergence) keeps the weights of the last completed
+        step, and the record (n_iter_, loss_curve_, t_, ...) of the completed
+        epochs and steps that the loop attaches as ``exc.dnnblocks_history``.
+        """
+        snapshot = self._snapshot_state()
+        early = self.early_stopping and not incremental
+        try:
+            history, p = self._fit_unguarded(X, y, incremental, classes, early)
+        except BaseException as exc:
+            partial = getattr(exc, "dnnblocks_history", None)
+            if partial is None:
+                self._restore_state(snapshot)
+            else:
+                self._record(partial, early)
+            raise
+        if not incremental and history.stop_reason == "max_epochs":
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({p['max_iter']}) reached and the "
+                f"optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+        return self
+
+    def _fit_unguarded(self, X, y, incremental, classes, early):
         p = self._check_params()
         first = self._starts_anew(incremental, p)
         X, y = self._validate_X_y(X, y, reset=first, dtype=p["dtype"])
@@ -469,7 +518,6 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
         Y = self._encode(y, p["dtype"])
         m = X.shape[0]
         batch_size = min(200, m) if p["batch_size"] == "auto" else p["batch_size"]
-        early = self.early_stopping and not incremental
         options = dict(
             batch_size=batch_size, learning_rate=p["learning_rate_init"], optimizer=self._optimizer,
             l2=p["alpha"], dropout=p["dropout"], schedule=self.learning_rate,
@@ -487,11 +535,7 @@ class DNNClassifier(ClassifierMixin, BaseEstimator):
         # X (m, n) C-ordered is the F-ordered (n, m) X.T the network reads in place.
         history = train(self._network, X.T, Y, **options)
         self._record(history, early)
-        if not incremental and history.stop_reason == "max_epochs":
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({p['max_iter']}) reached and the "
-                f"optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
-        return self
+        return history, p
 
     def fit(self, X, y, *, client=None):
         """Fit the network to data (X, y) for up to ``max_iter`` epochs.

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import backend
 from ._safeguards import TrainingGuard
+from .exceptions import TrainingDivergedError
 from ._validation import check_learning_rate, check_positive_int, check_scalar
 from .optimizers import get_optimizer
 
@@ -62,7 +63,22 @@ class History:
         Training examples per epoch (without the validation part).
     best_epoch : int or None
         With early stopping, the epoch (from 0) whose weights were kept.
-    stop_reason : {"max_epochs", "converged", "early_stopping"}
+    stop_reason : {"max_epochs", "converged", "early_stopping", "callback"}
+    steps_completed : int
+        Optimizer steps completed, including those of an epoch that an
+        exception cut short.
+    samples_seen : int or None
+        Training examples in those completed steps (None when the loop that
+        filled this history does not count them).
+
+    When training stops with an exception (Ctrl-C, a callback's exception,
+    :class:`~dnnblocks.exceptions.TrainingDivergedError`, ...), the history
+    of the epochs that completed is attached to the exception as
+    ``exc.dnnblocks_history``: `cost` and `n_epochs` cover the completed
+    epochs only, `steps_completed` and `samples_seen` count every completed
+    step. After a divergence whose last update had already made weights
+    non-finite, the weights go back to those after an earlier epoch, and the
+    history is cut back to that epoch too.
     """
 
     def __init__(self):
@@ -74,6 +90,8 @@ class History:
         self.n_examples = 0
         self.best_epoch = None
         self.stop_reason = "max_epochs"
+        self.steps_completed = 0
+        self.samples_seen = None
 
     def __repr__(self):
         last = f"{self.cost[-1]:.6g}" if self.cost else "n/a"
@@ -412,6 +430,18 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     Returns
     -------
     History
+
+    Raises
+    ------
+    TrainingDivergedError
+        A step's cost is NaN or infinite; the weights are those of the last
+        finite step (see :mod:`dnnblocks._safeguards`).
+
+    Any exception from the epoch loop (Ctrl-C, a callback's, a divergence)
+    carries the :class:`History` of the epochs completed so far as
+    ``exc.dnnblocks_history``, with ``steps_completed`` and ``samples_seen``
+    counting the completed steps of an unfinished epoch too. Errors in the
+    arguments are raised before any step and carry no history.
     """
     (epochs, batch_size, learning_rate, l2, dropout, decay_rate, validation_fraction, tol,
      n_iter_no_change) = _check_training_options(
@@ -450,35 +480,76 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     threads = backend.blas_threads_policy(net.layer_dims, batches.batch_size, blas_threads)
     thread_limit = backend.limit_blas_threads(threads)
     thread_limit.__enter__()  # left in the finally below, with the guard
+    history.samples_seen = 0
+    # (steps, samples) at the end of each completed epoch, to cut the record
+    # back if a divergence restores the weights of an earlier epoch.
+    epoch_ends = [(0, 0)]
+
+    last = [None, 0]  # cost and size of the last completed step
+
+    def counted_step(xb, *args):
+        # Counts a step once its update is complete: a held Ctrl-C is raised
+        # by the guard after this returns, and that step's update is kept.
+        last[0] = None
+        cost = net._train_step(xb, *args)
+        history.steps_completed += 1
+        history.samples_seen += xb.shape[1]
+        last[0], last[1] = cost, xb.shape[1]
+        return cost
+
     # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
     guard = TrainingGuard(net)
     try:
-        for epoch in range(epochs):
-            lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
-            total = 0.0
-            for xb, yb in batches.epoch(rng, shuffle):
-                total += guard.step(net._train_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
-            cost = total / batches.m
-            tracker.epoch_done(cost, lr)
-            guard.epoch_done(history.n_epochs)
-            extra = {}
-            score = None
-            if X_val is not None:
-                val_cost = net.cost(X_val, Y_val)
-                score = accuracy(net, X_val, Y_val)
-                extra = tracker.validated(val_cost, score)
-            if progress is not None:
-                progress.update(epoch + 1, cost, **extra)
-            tracker.update(epoch, cost, score)
-            if callback is not None and callback(epoch, history):
-                history.stop_reason = "callback"
-                break
-            if tracker.should_stop():
-                break
-        # Only on a normal end: an interrupted run keeps its last completed step.
-        tracker.restore_best()
+        try:
+            for epoch in range(epochs):
+                lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
+                total = 0.0
+                first_step = history.steps_completed
+                try:
+                    for xb, yb in batches.epoch(rng, shuffle):
+                        total += guard.step(counted_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
+                except KeyboardInterrupt:
+                    # A Ctrl-C held until the epoch's last step completed: the
+                    # epoch is whole, record it (its cost came back to counted_step).
+                    if history.steps_completed - first_step == batches.n_batches and last[0] is not None:
+                        tracker.epoch_done((total + last[0] * last[1]) / batches.m, lr)
+                        epoch_ends.append((history.steps_completed, history.samples_seen))
+                    raise
+                cost = total / batches.m
+                tracker.epoch_done(cost, lr)
+                epoch_ends.append((history.steps_completed, history.samples_seen))
+                guard.epoch_done(history.n_epochs)
+                extra = {}
+                score = None
+                if X_val is not None:
+                    val_cost = net.cost(X_val, Y_val)
+                    score = accuracy(net, X_val, Y_val)
+                    extra = tracker.validated(val_cost, score)
+                if progress is not None:
+                    progress.update(epoch + 1, cost, **extra)
+                tracker.update(epoch, cost, score)
+                if callback is not None and callback(epoch, history):
+                    history.stop_reason = "callback"
+                    break
+                if tracker.should_stop():
+                    break
+            # Only on a normal end: an interrupted run keeps its last completed step.
+            tracker.restore_best()
+        finally:
+            guard.close()
+    except BaseException as exc:
+        # The record of the completed epochs goes with the exception, so that
+        # callers (DNNClassifier) keep it in step with the weights.
+        if isinstance(exc, TrainingDivergedError) and guard._checkpoint_epoch < history.n_epochs:
+            # The guard put back the weights after epoch _checkpoint_epoch:
+            # the later epochs are undone, so is their record.
+            _truncate(history, guard._checkpoint_epoch, epoch_ends[guard._checkpoint_epoch])
+        try:
+            exc.dnnblocks_history = history
+        except (AttributeError, TypeError):  # an exception class that takes no attributes
+            pass
+        raise
     finally:
-        guard.close()
         thread_limit.__exit__(None, None, None)
         if progress is not None:
             message = None
@@ -490,6 +561,16 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
                            f"{tracker.tol} for {n_iter_no_change} epochs")
             progress.close(message)
     return history
+
+
+def _truncate(history, n_epochs, ends):
+    """Cut `history` back to its first `n_epochs` epochs, `ends` the (steps, samples) after them."""
+    for name in ("cost", "learning_rate", "validation_cost", "validation_score"):
+        del getattr(history, name)[n_epochs:]
+    history.n_epochs = n_epochs
+    history.steps_completed, history.samples_seen = ends
+    if history.best_epoch is not None and history.best_epoch >= n_epochs:
+        history.best_epoch = None
 
 
 __all__ = ["History", "Progress", "SCHEDULES", "accuracy", "learning_rate_at", "split_validation", "train"]
