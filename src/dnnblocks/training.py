@@ -15,8 +15,8 @@ import numpy as np
 
 from . import backend
 from ._safeguards import TrainingGuard
-from .exceptions import TrainingDivergedError
 from ._validation import check_learning_rate, check_positive_int, check_scalar
+from .exceptions import TrainingDivergedError
 from .optimizers import get_optimizer
 
 #: Learning-rate schedules accepted by :func:`train`.
@@ -478,8 +478,6 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     progress = Progress(epochs, verbose, stream) if verbose else None
     keep_prob = 1.0 - dropout
     threads = backend.blas_threads_policy(net.layer_dims, batches.batch_size, blas_threads)
-    thread_limit = backend.limit_blas_threads(threads)
-    thread_limit.__enter__()  # left in the finally below, with the guard
     history.samples_seen = 0
     # (steps, samples) at the end of each completed epoch, to cut the record
     # back if a divergence restores the weights of an earlier epoch.
@@ -499,6 +497,9 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
 
     # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
     guard = TrainingGuard(net)
+    # Entered last before the try, so that its finally always restores the counts.
+    thread_limit = backend.limit_blas_threads(threads)
+    thread_limit.__enter__()
     try:
         try:
             for epoch in range(epochs):
