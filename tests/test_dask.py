@@ -18,7 +18,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 import dnnblocks  # noqa: E402
-from dnnblocks import dask_support  # noqa: E402
+from dnnblocks import _dask_data, dask_support  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # ConvergenceWarning at max_iter
 
@@ -74,7 +74,7 @@ def test_is_dask_collection(data):
 
 
 def test_block_placement_balances_rows_and_keeps_blocks_in_place():
-    place = dask_support._place_blocks
+    place = _dask_data._place_blocks
     two = {"a": 1, "b": 1}
     # Already spread: nothing moves.
     assert place([10] * 4, [["a"], ["b"], ["a"], ["b"]], two) == ["a", "b", "a", "b"]
@@ -87,7 +87,7 @@ def test_block_placement_balances_rows_and_keeps_blocks_in_place():
 
 
 def test_without_a_distributed_client_dask_input_is_fitted_in_memory(data):
-    if dask_support._resolve_client(None) is not None:
+    if _dask_data.resolve_client(None) is not None:
         pytest.skip("a distributed client is already active in this process")
     X, y, _ = data
     ref = dnnblocks.DNNClassifier(**FULL_BATCH).fit(X, y)

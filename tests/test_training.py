@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dnnblocks
-from dnnblocks import Network, get_backend
+from dnnblocks import Network, get_backend, propagation
 from dnnblocks.training import History, Progress, learning_rate_at, split_validation, train
 
 
@@ -60,13 +60,13 @@ def test_minibatches_cover_every_example_once_per_epoch():
     X, Y = _problem(m=103)
     seen = []
     net = Network([4, 1], seed=0)
-    original = net._train_step
+    original = net.validated_step
 
     def spy(xb, yb, *args):
         seen.append((xb.copy(), yb.copy()))
         return original(xb, yb, *args)
 
-    net._train_step = spy
+    net.validated_step = spy
     net.fit(X, Y, epochs=2, batch_size=25, learning_rate=0.01, random_state=0)
     assert [s[0].shape[1] for s in seen] == [25, 25, 25, 25, 3] * 2
     for epoch in (seen[:5], seen[5:]):
@@ -188,15 +188,17 @@ def test_dropout_gradient_checked_by_finite_differences(backend, activation):
     draws = _FixedDraws(0)
     keep = 0.6
 
+    ws = propagation.Workspace(net.layer_dims, X.shape[1], net.dtype)
+    dW, db = propagation.gradient_buffers(net.W, net.b)
+
     def cost():
-        ws = net._workspace(X.shape[1])
-        net._forward_into(X, ws, keep, draws)
-        return net._output_gradient(Y, ws), ws
+        propagation.forward(net.kernels, net.W, net.b, net.activations, X, ws, keep, draws)
+        return propagation.output_gradient(net.kernels, net.output, Y, ws, db[-1]), ws
 
     _, ws = cost()
     assert any(np.any(mk == 0) for mk in ws.M)  # some units really are dropped
-    net._backward_layers(X, ws, dropout=True)
-    grads = [g.copy() for g in net._dW + net._db]
+    propagation.backward(net.kernels, net.W, net.b, net.activations, X, ws, dW, db, dropout=True)
+    grads = [g.copy() for g in dW + db]
     eps = 1e-6
     for p, g in zip(net.W + net.b, grads):
         for idx in list(np.ndindex(p.shape))[:12]:
