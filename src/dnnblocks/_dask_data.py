@@ -737,11 +737,11 @@ def blockwise(est, X, method, model):
 def score(est, X, y, sample_weight=None):
     """Mean accuracy of `est` on dask (X, y), computed on the cluster; a float."""
     pred = est.predict(X)
-    y = _as_row_vector(y, pred.chunks[0])
+    y = as_row_vector(y, pred.chunks[0])
     hit = pred == y
     if sample_weight is None:
         result = hit.mean()
     else:
-        w = _as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
+        w = as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
         result = (w * hit).sum() / w.sum()
     return float(result.compute())

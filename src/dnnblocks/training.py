@@ -239,8 +239,10 @@ class InMemoryData:
       epoch) and ``has_validation``;
     * ``thread_limit(blas_threads)``: the BLAS thread count for the loop's
       process (see :func:`dnnblocks.backend.blas_threads_policy`), or None;
-    * ``batches(epoch)``: the batches of epoch number `epoch` (counted from 0
-      over every run of the model), as objects only ``step`` reads;
+    * ``batches(epoch)``: an iterable of the batches of epoch number `epoch`
+      (counted from 0 over every run of the model), objects only ``step``
+      reads; a batch may be valid only until the next one is drawn (the
+      in-memory batches share buffers);
     * ``step(batch, learning_rate)``: one optimizer step of the network on a
       batch, returning ``(cost, rows)``, the mean cost before the update and
       the examples in the step; it raises
