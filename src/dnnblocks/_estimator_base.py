@@ -314,8 +314,7 @@ class DNNEstimatorBase(BaseEstimator):
         self.n_iter_ += history.n_epochs
         # Samples seen, scikit-learn's t_: those of every completed step, the
         # steps of an epoch that an exception cut short included.
-        seen = getattr(history, "samples_seen", None)
-        self.t_ += history.n_epochs * history.n_examples if seen is None else seen
+        self.t_ += history.samples_seen
         if early:
             self.validation_scores_ = list(history.validation_score)
             # Empty only when a distributed fit failed within its first epoch.

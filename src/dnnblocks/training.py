@@ -67,9 +67,8 @@ class History:
     steps_completed : int
         Optimizer steps completed, including those of an epoch that an
         exception cut short.
-    samples_seen : int or None
-        Training examples in those completed steps (None when the loop that
-        filled this history does not count them).
+    samples_seen : int
+        Training examples in those completed steps.
 
     When training stops with an exception (Ctrl-C, a callback's exception,
     :class:`~dnnblocks.exceptions.TrainingDivergedError`, ...), the history
@@ -91,7 +90,7 @@ class History:
         self.best_epoch = None
         self.stop_reason = "max_epochs"
         self.steps_completed = 0
-        self.samples_seen = None
+        self.samples_seen = 0
 
     def __repr__(self):
         last = f"{self.cost[-1]:.6g}" if self.cost else "n/a"
@@ -579,7 +578,6 @@ def train_on_source(net, source, *, epochs, learning_rate, schedule="constant", 
         raise ValueError("early_stopping needs validation_fraction or validation_data")
     history = History()
     history.n_examples = source.n_examples
-    history.samples_seen = 0
     tracker = _EpochTracker(net, history, early_stopping=early_stopping, tol=tol,
                             n_iter_no_change=n_iter_no_change)
     progress = Progress(epochs, verbose, stream) if verbose else None
