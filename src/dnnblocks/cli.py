@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .model_file import package_version
+from .model_io import load
+
 __all__ = ["CLIError", "DEFAULTS", "build_parser", "main", "read_csv", "stratified_split"]
 
 #: Model-file metadata version written by ``dnnblocks train``.
@@ -120,8 +123,6 @@ def _names(text):
 
 def build_parser():
     """The argparse parser of the ``dnnblocks`` command (exposed for documentation tools)."""
-    from . import __version__
-
     d = DEFAULTS
     parser = _Parser(
         prog="dnnblocks",
@@ -129,7 +130,7 @@ def build_parser():
         epilog="Run 'dnnblocks train' with no file to train on the bundled Seattle weather data "
                "(did it rain?). 'dnnblocks COMMAND --help' describes each command.",
     )
-    parser.add_argument("--version", action="version", version=f"dnnblocks {__version__}")
+    parser.add_argument("--version", action="version", version=f"dnnblocks {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     # -- train
@@ -776,8 +777,6 @@ def cmd_train(args):
 
 def _load_for_data(model_path, data_path):
     """Load a model saved by ``dnnblocks train`` and the matching features of a CSV."""
-    from . import load
-
     path = _input_file(model_path, "model file")
     try:
         model, extra = load(path, with_extra=True)
