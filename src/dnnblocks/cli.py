@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import benchmark
 from .model_file import package_version
 from .model_io import load
 
@@ -220,12 +221,14 @@ def build_parser():
     p = sub.add_parser(
         "bench", help="time the compiled kernels against NumPy (quick setting)",
         description="Time one training step of the compiled backend against the NumPy backend "
-                    "(and PyTorch or JAX when installed) on a quick setting, and print the table. "
-                    "Progress goes to stderr. More options: python -m dnnblocks.benchmark --help.",
+                    "and the matrix products alone (the GEMM bound) on a quick setting, and print "
+                    "the table. More options: python -m dnnblocks.benchmark --help; the comparison "
+                    "with the textbook code, PyTorch and JAX, with memory probes and charts, is "
+                    "bench/train_step.py in the source repository.",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true",
-                      help="the full measurement: more repeats and a memory probe (minutes)")
+                      help="the full measurement: more repeats, longer batches (minutes)")
     size.add_argument("--smoke", action="store_true",
                       help="tiny shapes, one repeat: checks that everything runs (timings mean nothing)")
     p.set_defaults(func=cmd_bench)
@@ -872,10 +875,6 @@ def _fmt(value):
 
 
 def cmd_bench(args):
-    try:
-        from . import benchmark
-    except ImportError as exc:
-        raise CLIError(f"the benchmark module is not available in this installation ({exc})") from None
     # The benchmark reports the rows of each shape as it finishes them: print
     # the header first and stream the rows, so a long run shows progress and
     # the output is the table once.
@@ -891,8 +890,8 @@ def cmd_bench(args):
     machine = results.get("machine", {})
     print()
     print("Each row: one training step (forward, cost, backward, update). ms/step: the median over "
-          "repeats; x numpy: speed relative to the NumPy backend; x textb: speed relative to the "
-          "course's textbook NumPy code; / GEMM: time relative to the matrix products alone.")
+          "repeats; x numpy: speed relative to the NumPy backend; / GEMM: time relative to the "
+          "matrix products alone.")
     print(f"Measured on {machine.get('processor', '?')}, {machine.get('cores', '?')} cores, "
           f"numpy {machine.get('numpy', '?')}." + (" Smoke run: the timings mean nothing." if args.smoke else ""))
     return 0
