@@ -361,7 +361,30 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path):
 
 def test_no_command_prints_help(capsys):
     code, out, err = run([], capsys)
-    assert code == 2 and "train" in out and "predict" in out and "evaluate" in out and "bench" in out
+    assert code == 1 and "train" in out and "predict" in out and "evaluate" in out and "bench" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--epochs", "zero"],  # a bad option value
+    ["train", "--no-such-option"],  # an unknown option
+    ["frobnicate"],  # an unknown command
+    ["predict"],  # a missing argument
+    ["bench", "--full", "--smoke"],  # exclusive options
+    ["train", "--optimizer", "lbfgs"],  # not a choice
+])
+def test_option_errors_exit_1_with_one_line(argv, capsys):
+    # The README: any mistake ends with exit status 1 (argparse alone exits 2).
+    code, out, err = run(argv, capsys)
+    assert code == 1
+    assert_one_line_error(code, err, "error:", "--help")
+    assert out == ""
+
+
+def test_option_error_status_of_the_installed_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dnnblocks", "train", "--epochs", "-3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--epochs" in proc.stderr
 
 
 def test_help_of_each_command(capsys):

@@ -58,11 +58,18 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------- argument parsing
+#: The exit status of every mistake, option errors included (argparse's own is 2).
+_ERROR_STATUS = 1
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (argparse's own prints the usage block first)."""
+    """argparse with one-line errors and exit status 1, as for every other mistake.
+
+    argparse's own prints the usage block first and exits with status 2.
+    """
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(_ERROR_STATUS, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _int_at_least(minimum):
@@ -1052,9 +1059,9 @@ def main(argv=None):
     """Run the ``dnnblocks`` command with `argv` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None:  # nothing to do is a usage mistake too
         parser.print_help()
-        return 2
+        return _ERROR_STATUS
     debug = bool(os.environ.get("DNNBLOCKS_DEBUG"))
     prefix = f"dnnblocks {args.command}: error:"
     try:
