@@ -238,3 +238,18 @@ def test_reading_stays_small_with_a_huge_cell(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to_a_file", "dangling"])
+def test_train_refuses_a_model_path_that_is_a_symlink_before_training(tmp_path, capsys, dangling):
+    data = _data(tmp_path / "d.csv")
+    target = tmp_path / "real.npz"
+    if not dangling:
+        target.write_bytes(b"old")
+    os.symlink(target, tmp_path / "link.npz")
+    code, stdout, err = run(["train", data, "--target", "y", "-q", "--epochs", "1",
+                             "--out", tmp_path / "link.npz"], capsys)
+    assert_one_line_error(code, err, "link.npz", "symbolic link", "real.npz")
+    assert stdout == ""
+    assert (tmp_path / "link.npz").is_symlink()
+    assert target.read_bytes() == b"old" if not dangling else not target.exists()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import benchmark
-from .model_file import package_version
+from .model_file import check_save_target, package_version
 from .model_io import load
 
 __all__ = ["CLIError", "DEFAULTS", "build_parser", "main", "read_csv", "stratified_split"]
@@ -566,18 +566,22 @@ def _input_file(path, what):
     return p
 
 
-def _output_file(path, what):
+def _output_file(path, what, follow_links=True):
     """Check that `path` can be written before doing the work that produces it.
 
     Permission bits say nothing for root, and nothing about /proc or a
     read-only mount, so a file that does not exist yet is created and removed
     again (nothing is left behind); an existing file is opened for appending,
-    which does not change it.
+    which does not change it. With ``follow_links=False`` (the model file,
+    which saving never writes through a link) a symbolic link is refused.
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise CLIError(f"{what} {str(path)!r} is a folder; give a file name")
+    if not follow_links and p.is_symlink():
+        raise CLIError(f"{what} {str(path)!r} is a symbolic link (to {os.readlink(p)!r}); give the "
+                       f"file it points to, or remove the link")
     if not parent.is_dir():
         raise CLIError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
@@ -815,7 +819,11 @@ def cmd_train(args):
         except MatplotlibMissingError as exc:
             raise CLIError(f"--plot: {exc}") from None
         _output_file(args.plot, "plot")
-    _output_file(args.out, "model file")
+    _output_file(args.out, "model file", follow_links=False)
+    try:
+        check_save_target(args.out)  # what saving will refuse (a read-only model), before training
+    except (OSError, ValueError) as exc:
+        raise CLIError(_one_line(exc)) from None
 
     recipe = None
     if args.data is None:

@@ -232,14 +232,34 @@ def _umask():
     return mask
 
 
-def _target_mode(path):
-    """Permission bits for the file saved at `path`; refuses targets that must not be replaced."""
+def check_save_target(path):
+    """Permission bits for the file saved at `path`; refuses targets that must not be replaced.
+
+    A new file gets the mode the umask allows; an existing regular file keeps
+    its mode. Refused: a directory (or a link to one), anything else that is
+    not a regular file, a read-only file, and a symbolic link. The rename
+    that completes a save would replace the link itself and leave the file it
+    points to unchanged; writing through it instead would follow, from user
+    space, a link that the kernel refuses to follow in a shared folder
+    (``fs.protected_symlinks``). Either surprises, so a link is refused with
+    the path it points to.
+
+    Raises
+    ------
+    IsADirectoryError, PermissionError, ValueError
+    """
+    path = os.fspath(path)
     try:
-        st = os.stat(path)  # follows a symlink: a link to a folder is refused too
+        st = os.stat(path)  # follows a symlink: a link to a folder is refused as a folder
     except FileNotFoundError:
-        return 0o666 & ~_umask()
-    if stat.S_ISDIR(st.st_mode):
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"cannot save the model to {path}: it is a directory")
+    if os.path.islink(path):
+        raise ValueError(f"cannot save the model to {path}: it is a symbolic link (to "
+                         f"{os.readlink(path)}); save to the file it points to, or remove the link")
+    if st is None:
+        return 0o666 & ~_umask()
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"cannot save the model to {path}: it exists and is not a regular file")
     # The permission bits, not os.access: root passes every access check, and
@@ -299,7 +319,7 @@ def write_model(path, kind, meta, arrays, extra=None):
         if a.dtype.hasobject:
             raise TypeError(f"array {key} has dtype object, which model files do not store")
     directory = os.path.dirname(os.path.abspath(path))
-    mode = _target_mode(path)
+    mode = check_save_target(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                    dir=directory)
