@@ -567,3 +567,51 @@ def test_ctrl_c_during_training_exits_130_without_a_traceback_or_a_model_file(tm
     assert proc.returncode == 130
     assert stderr.strip() == "dnnblocks train: interrupted"
     assert not out.exists()
+
+
+# ------------------------------------------------- no scikit-learn in the CLI
+_NO_SKLEARN_BASE = (
+    "the command line still builds dnnblocks.DNNClassifier (scikit-learn's mixins): it needs the "
+    "scikit-learn-free estimator base of the engine re-layering (issue 12), then cli.cmd_train "
+    "builds that class and cli._load_for_data calls model_io.load_as(path, <that class>)"
+)
+
+
+def _modules_after(argv, cwd):
+    """Run ``cli.main(argv)`` in a fresh interpreter; return (status, stderr, sklearn imported?)."""
+    code = ("import sys\nfrom dnnblocks import cli\nstatus = cli.main(sys.argv[1:])\n"
+            "print('SKLEARN' if any(m == 'sklearn' or m.startswith('sklearn.') for m in sys.modules)"
+            " else 'NO-SKLEARN')\nsys.exit(status)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr, proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    pytest.importorskip("sklearn")  # without it installed, the check below cannot fail
+    folder = tmp_path_factory.mktemp("nosk")
+    rows = ["a,b,y"] + [f"{i % 7},{(i * 3) % 5},{'xy'[i % 2]}" for i in range(60)]
+    (folder / "d.csv").write_text("\n".join(rows) + "\n")
+    code = cli.main(["train", str(folder / "d.csv"), "--target", "y", "--epochs", "2", "-q",
+                     "--out", str(folder / "m.npz")])
+    assert code == 0
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param("train", marks=pytest.mark.xfail(strict=True, reason=_NO_SKLEARN_BASE)),
+    pytest.param("predict", marks=pytest.mark.xfail(strict=True, reason=_NO_SKLEARN_BASE)),
+    pytest.param("evaluate", marks=pytest.mark.xfail(strict=True, reason=_NO_SKLEARN_BASE)),
+    "bench",
+])
+def test_the_command_line_never_imports_sklearn(command, small_model):
+    argv = {
+        "train": ["train", "d.csv", "--target", "y", "--epochs", "1", "-q", "--out", "m2.npz"],
+        "predict": ["predict", "m.npz", "d.csv", "--out", "p.csv"],
+        "evaluate": ["evaluate", "m.npz", "d.csv"],
+        "bench": ["bench", "--smoke"],
+    }[command]
+    status, err, seen = _modules_after(argv, small_model)
+    assert status == 0, err
+    assert seen == "NO-SKLEARN"

@@ -25,7 +25,7 @@ from .model_file import (
 )
 from .network import Network
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "network_from_payload", "network_payload",
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "load_as", "network_from_payload", "network_payload",
            "read_model", "save_network", "write_model"]
 
 #: The name DNNClassifier._from_payload imports today (it predates model_file).
@@ -88,18 +88,35 @@ def load(path, with_extra=False):
         A ValueError: the file is not a dnnblocks model, is truncated or
         corrupted, or was written by a newer format version.
     """
+    return load_as(path, None, with_extra=with_extra)
+
+
+def load_as(path, classifier_class, with_extra=False):
+    """:func:`load`, building a ``"DNNClassifier"`` file as `classifier_class`.
+
+    The command line passes the estimator class that does not import
+    scikit-learn; :func:`load` passes None, for :class:`dnnblocks.DNNClassifier`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    classifier_class : type or None
+        Has the class method ``_from_payload(meta, arrays)`` and the method
+        ``_check_params()`` of DNNClassifier. None: DNNClassifier.
+    with_extra : bool, default False
+    """
     meta, arrays, extra = read_model(path)
     kind = meta.get("kind")
     try:
         if kind == "Network":
             model, _ = network_from_payload(meta, arrays)
         elif kind == "DNNClassifier":
-            # Imported here, not at the top: the estimator module imports
-            # scikit-learn (an optional dependency), which loading a Network
-            # must not pay for.
-            from .estimator import DNNClassifier
-
-            model = DNNClassifier._from_payload(meta, arrays)
+            if classifier_class is None:
+                # Imported here, not at the top: the estimator module imports
+                # scikit-learn (an optional dependency), which importing
+                # dnnblocks and loading a Network must not pay for.
+                from .estimator import DNNClassifier as classifier_class
+            model = classifier_class._from_payload(meta, arrays)
             model._check_params()  # the hyper-parameters, as fit would check them
         else:
             raise ModelFileError(f"{os.fspath(path)} holds an unknown kind of model {kind!r}")
