@@ -7,8 +7,9 @@
 Writes the file once (50 float features with six decimals, and a 0/1 target
 column "y"), then times each command as a user runs it: a fresh
 ``python -m dnnblocks`` process, so the times include the interpreter start
-and the imports. Reports the median of --repeats runs and the peak resident
-memory of each command (from the children's rusage, Linux: KiB).
+and the imports. Reports, as medians of --repeats runs, the wall time and the
+CPU time (user + system, from the children's rusage: on a busy machine the
+better estimate of the wall time on a quiet one), and the peak resident memory.
 """
 
 import argparse
@@ -37,16 +38,23 @@ def write_csv(path, rows, features, seed=0):
 
 
 def timed(command):
-    """(seconds, peak RSS in MiB) of one run of `command` in a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(wall seconds, CPU seconds, peak RSS in MiB or None) of one run of `command` in a child.
+
+    The CPU time (user + system, of the child and its threads) is what the
+    command costs: on a busy machine the wall time also counts the waits for
+    a core, the CPU time much less so.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     # ru_maxrss of the children is the largest child so far: only a new maximum is exact.
-    return seconds, (peak / 1024 if peak > before else None)
+    peak = after.ru_maxrss / 1024 if after.ru_maxrss > before.ru_maxrss else None
+    return seconds, cpu, peak
 
 
 def main(argv=None):
@@ -71,10 +79,11 @@ def main(argv=None):
     }
     for name, command in commands.items():
         runs = [timed(command) for _ in range(args.repeats)]
-        seconds = [s for s, _ in runs]
-        peaks = [p for _, p in runs if p is not None]
-        print(f"{name:8s} median {statistics.median(seconds):6.2f} s  (runs: "
-              + ", ".join(f"{s:.2f}" for s in seconds) + ")"
+        seconds = [s for s, _, _ in runs]
+        cpu = [c for _, c, _ in runs]
+        peaks = [p for _, _, p in runs if p is not None]
+        print(f"{name:8s} median {statistics.median(seconds):6.2f} s wall, "
+              f"{statistics.median(cpu):6.2f} s CPU  (wall: " + ", ".join(f"{s:.2f}" for s in seconds) + ")"
               + (f"  peak RSS {max(peaks):.0f} MiB" if peaks else ""))
     if not args.keep:
         for p in folder.iterdir():
