@@ -6,9 +6,11 @@ features that do not match the model, a bad option value) ends with one line
 on stderr and a non-zero exit status, never a traceback. Set the environment
 variable ``DNNBLOCKS_DEBUG=1`` to get the traceback anyway.
 
-CSV files are read with the standard library's :mod:`csv` module: it handles
-quoting and embedded commas, is maintained with Python itself, and adds no
-dependency, while numeric columns are then converted by NumPy in one call.
+CSV files without quotes (the common case) are split into lines and their
+numeric columns parsed by :func:`numpy.loadtxt` in one call; a cell NumPy
+refuses is found again by the cell-by-cell check, which names its line,
+column and text. Files with quotes are read by the standard library's
+:mod:`csv` module (quoting, embedded commas and newlines).
 """
 
 import argparse
@@ -509,10 +511,14 @@ def _split_plain(path, text):
             continue
         count = row.count(",")
         if count != commas:
-            raise CLIError(f"{path}, line {number}: {count + 1} fields, but the header has {commas + 1}")
+            raise _ragged(path, number, count + 1, commas + 1)
         rows.append(row)
         lines.append(number)
     return header, rows, lines
+
+
+def _ragged(path, line, fields, width):
+    return CLIError(f"{path}, line {line}: {fields} fields, but the header has {width}")
 
 
 def _read_with_csv(path, text):
@@ -529,9 +535,7 @@ def _read_with_csv(path, text):
             if not any(field.strip() for field in row):
                 continue
             if len(row) != width:
-                raise CLIError(
-                    f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {width}"
-                )
+                raise _ragged(path, reader.line_num, len(row), width)
             rows.append(row)
             lines.append(reader.line_num)
     except csv.Error as exc:
