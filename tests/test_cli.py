@@ -361,7 +361,30 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path):
 
 def test_no_command_prints_help(capsys):
     code, out, err = run([], capsys)
-    assert code == 2 and "train" in out and "predict" in out and "evaluate" in out and "bench" in out
+    assert code == 1 and "train" in out and "predict" in out and "evaluate" in out and "bench" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--epochs", "zero"],  # a bad option value
+    ["train", "--no-such-option"],  # an unknown option
+    ["frobnicate"],  # an unknown command
+    ["predict"],  # a missing argument
+    ["bench", "--full", "--smoke"],  # exclusive options
+    ["train", "--optimizer", "lbfgs"],  # not a choice
+])
+def test_option_errors_exit_1_with_one_line(argv, capsys):
+    # The README: any mistake ends with exit status 1 (argparse alone exits 2).
+    code, out, err = run(argv, capsys)
+    assert code == 1
+    assert_one_line_error(code, err, "error:", "--help")
+    assert out == ""
+
+
+def test_option_error_status_of_the_installed_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dnnblocks", "train", "--epochs", "-3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--epochs" in proc.stderr
 
 
 def test_help_of_each_command(capsys):
@@ -544,3 +567,44 @@ def test_ctrl_c_during_training_exits_130_without_a_traceback_or_a_model_file(tm
     assert proc.returncode == 130
     assert stderr.strip() == "dnnblocks train: interrupted"
     assert not out.exists()
+
+
+# ------------------------------------------------- no scikit-learn in the CLI
+def _modules_after(argv, cwd):
+    """Run ``cli.main(argv)`` in a fresh interpreter; return (status, stderr, sklearn imported?)."""
+    code = ("import sys\nfrom dnnblocks import cli\nstatus = cli.main(sys.argv[1:])\n"
+            "print('SKLEARN' if any(m == 'sklearn' or m.startswith('sklearn.') for m in sys.modules)"
+            " else 'NO-SKLEARN')\nsys.exit(status)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr, proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    pytest.importorskip("sklearn")  # without it installed, the check below cannot fail
+    folder = tmp_path_factory.mktemp("nosk")
+    rows = ["a,b,y"] + [f"{i % 7},{(i * 3) % 5},{'xy'[i % 2]}" for i in range(60)]
+    (folder / "d.csv").write_text("\n".join(rows) + "\n")
+    code = cli.main(["train", str(folder / "d.csv"), "--target", "y", "--epochs", "2", "-q",
+                     "--out", str(folder / "m.npz")])
+    assert code == 0
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    "train",
+    "predict",
+    "evaluate",
+    "bench",
+])
+def test_the_command_line_never_imports_sklearn(command, small_model):
+    argv = {
+        "train": ["train", "d.csv", "--target", "y", "--epochs", "1", "-q", "--out", "m2.npz"],
+        "predict": ["predict", "m.npz", "d.csv", "--out", "p.csv"],
+        "evaluate": ["evaluate", "m.npz", "d.csv"],
+        "bench": ["bench", "--smoke"],
+    }[command]
+    status, err, seen = _modules_after(argv, small_model)
+    assert status == 0, err
+    assert seen == "NO-SKLEARN"

@@ -127,3 +127,129 @@ def test_latin1_byte_reported_at_its_line_and_file_offset(tmp_path, capsys):
     offset = body.index(b"\xe9")
     code, _, err = run(["train", path, "--target", "y", "-q", "--out", tmp_path / "m.npz"], capsys)
     assert_one_line_error(code, err, "not UTF-8", "line 3002", f"byte {offset}")
+
+
+# ------------------------------------------------- CSV: NumPy fast path
+def _both_readers(tmp_path, header, rows):
+    """The same table as a plain file (line-split, NumPy) and a quoted one (csv module)."""
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join([",".join(header)] + [",".join(r) for r in rows]) + "\n", encoding="utf-8")
+    quoted = tmp_path / "quoted.csv"
+    # One quoted header name is enough to send the file through the csv module.
+    quoted.write_text("\n".join([",".join([f'"{header[0]}"'] + header[1:])] + [",".join(r) for r in rows])
+                      + "\n", encoding="utf-8")
+    return plain, quoted
+
+
+def _message(path, call):
+    with pytest.raises(cli.CLIError) as info:
+        call(cli.read_csv(path))
+    return str(info.value).replace(str(path), "FILE")
+
+
+def test_plain_and_quoted_files_read_the_same(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [[f"{v:.17g}" for v in rng.standard_normal(3)] + ["ab"[i % 2]] for i in range(200)]
+    rows.insert(50, [" ", "", "  ", ""])  # a blank row: skipped by both
+    plain, quoted = _both_readers(tmp_path, ["a", "b", "c", "y"], rows)
+    p, q = cli.read_csv(plain), cli.read_csv(quoted)
+    assert p.names == q.names == ["a", "b", "c", "y"]
+    assert list(p.lines) == list(q.lines) and p.lines[50] == 53  # line 52 was the blank row
+    np.testing.assert_array_equal(p.numeric(["c", "a"]), q.numeric(["c", "a"]))
+    expected = [[float(r[2]), float(r[0])] for r in rows if r[0].strip()]
+    np.testing.assert_array_equal(p.numeric(["c", "a"]), expected)
+    assert list(p.labels("y")) == list(q.labels("y"))
+    assert list(p.columns["b"]) == list(q.columns["b"])
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("1_000", "holds '1_000', not a number"),
+    ("\u0661", "not a number"),
+    ("\xa01", "holds '\\xa01', not a number"),  # NumPy alone would read 1 (it strips Unicode blanks)
+    ("1\u2003", "not a number"),
+    ("1\x0c", "not a number"),  # a form feed: the csv-module path
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("inf", "finite numbers"),
+    ("nan", "finite numbers"),
+    ("1e999", "finite numbers"),
+    ("q" * 5000, "(5000 characters), not a number"),
+])
+def test_fast_path_messages_match_the_cell_by_cell_reader(tmp_path, bad, fragment):
+    rows = [[str(i), f"{i * 0.25}", "ab"[i % 2]] for i in range(300)]
+    rows[200][1] = bad
+    rows[250][0] = "oops"  # later row, earlier column: column order comes first
+    plain, quoted = _both_readers(tmp_path, ["x", "z", "y"], rows)
+    message = _message(plain, lambda t: t.numeric(["z", "x"]))
+    assert message == _message(quoted, lambda t: t.numeric(["z", "x"]))
+    assert message.startswith("FILE, line 202: column 'z' ") and fragment in message
+    # The other column is reported once the first one is dropped.
+    assert _message(plain, lambda t: t.numeric(["x"])).startswith("FILE, line 252: column 'x' holds 'oops'")
+
+
+def test_ragged_rows_and_line_numbers_on_the_fast_path(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"x,y\r\n1,a\r\n\r\n , \r\n2,b\r\n3,a,extra\r\n")
+    with pytest.raises(cli.CLIError, match=r"line 6: 3 fields, but the header has 2"):
+        cli.read_csv(path)
+    path.write_bytes(b"x,y\r\n1,a\r\n\r\n , \r\n2,b\r\n")
+    table = cli.read_csv(path)
+    assert list(table.lines) == [2, 5] and list(table.labels("y")) == ["a", "b"]
+    np.testing.assert_array_equal(table.numeric(["x"])[:, 0], [1.0, 2.0])
+
+
+def test_last_middle_and_first_columns_split_alike(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_text("a,b,c,d,e\n" + "".join(f"a{i},b{i},c{i},d{i},e{i}\n" for i in range(5)))
+    table = cli.read_csv(path)
+    for name in "abcde":
+        assert list(table.columns[name]) == [f"{name}{i}" for i in range(5)]
+
+
+def test_reading_stays_small_with_a_huge_cell(tmp_path):
+    # The 167 KB file of issue 14: one 131,000-character cell. Reading it,
+    # parsing the numeric column and refusing the huge cell as a feature must
+    # fit in 64 MiB more address space than the interpreter already has.
+    data = tmp_path / "big.csv"
+    with open(data, "w") as f:
+        f.write("note,x,y\n")
+        f.write(f"{'q' * 131000},0.0,a\n")
+        for i in range(1, 4000):
+            f.write(f"n{i},{i % 13},{'ab'[i % 2]}\n")
+    assert 160_000 < data.stat().st_size < 175_000
+    code = textwrap.dedent(f"""
+        import resource
+        from dnnblocks import cli
+        with open("/proc/self/status") as f:
+            size = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+        cap = size + 64 * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        table = cli.read_csv({str(data)!r})
+        x = table.numeric(["x"])
+        assert x.shape == (4000, 1) and x[5, 0] == 5.0
+        assert list(table.labels("y")[:3]) == ["a", "b", "a"]
+        try:
+            table.numeric(["note", "x"])
+        except cli.CLIError as exc:
+            assert "line 2: column 'note' holds 'qqq" in str(exc) and "(131000 characters)" in str(exc)
+        else:
+            raise AssertionError("the text column was read as numbers")
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to_a_file", "dangling"])
+def test_train_refuses_a_model_path_that_is_a_symlink_before_training(tmp_path, capsys, dangling):
+    data = _data(tmp_path / "d.csv")
+    target = tmp_path / "real.npz"
+    if not dangling:
+        target.write_bytes(b"old")
+    os.symlink(target, tmp_path / "link.npz")
+    code, stdout, err = run(["train", data, "--target", "y", "-q", "--epochs", "1",
+                             "--out", tmp_path / "link.npz"], capsys)
+    assert_one_line_error(code, err, "link.npz", "symbolic link", "real.npz")
+    assert stdout == ""
+    assert (tmp_path / "link.npz").is_symlink()
+    assert target.read_bytes() == b"old" if not dangling else not target.exists()

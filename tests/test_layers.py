@@ -30,7 +30,7 @@ LAYERS = {
     "_dropout": 0, "_cpu": 0, "_numpy_kernels": 0, "_numpy_step": 0,
     # 1 base: facts and checks everything above shares.
     "backend": 1, "exceptions": 1, "_validation": 1, "initializers": 1, "optimizers": 1,
-    "datasets": 1, "model_io": 1,
+    "datasets": 1, "model_file": 1,
     # 2 engine: how a step and an epoch run.
     "propagation": 2, "training": 2, "_safeguards": 2, "profiling": 2,
     # 3 model.
@@ -40,7 +40,7 @@ LAYERS = {
     # 5 estimators.
     "_estimator_base": 5, "estimator": 5,
     # 6 doors: what users call from outside.
-    "dask_support": 6, "cli": 6, "plotting": 6, "benchmark": 6,
+    "dask_support": 6, "cli": 6, "plotting": 6, "benchmark": 6, "model_io": 6,
     # The package's own entry points sit above everything.
     "__init__": 7, "__main__": 7,
 }
@@ -48,10 +48,6 @@ LAYERS = {
 #: (importer, imported) pairs that break the table today; see the module docstring.
 KNOWN_VIOLATIONS = {
     ("_numpy_step", "_validation"),  # the NumPy twin checks block_columns itself
-    ("model_io", "network"),  # the file format builds a Network: to move up (issue 12)
-    ("model_io", "estimator"),  # load dispatches on the file's kind: load belongs in layer 6
-    ("model_io", "__init__"),  # the version number written into files
-    ("cli", "__init__"),  # __version__ and load taken from the package, not from their modules
 }
 
 
@@ -60,13 +56,11 @@ KNOWN_LAZY_IMPORTS = {
     ("__init__", "estimator"),  # DNNClassifier on first use: import dnnblocks stays light
     ("backend", "_layer"), ("backend", "_step"),  # the compiled modules, chosen at run time
     ("backend", "_layer_avx2"), ("backend", "_step_avx2"),
-    ("network", "model_io"),  # Network.save: model_io imports network (KNOWN_VIOLATIONS)
-    ("_estimator_base", "model_io"),  # save/load: model_io imports estimator (KNOWN_VIOLATIONS)
-    ("model_io", "__init__"), ("model_io", "network"), ("model_io", "optimizers"),
+    # load builds a DNNClassifier file as dnnblocks.DNNClassifier only when asked, so that
+    # loading a Network (or the command line's scikit-learn-free classifier) never imports
+    # scikit-learn, an optional dependency.
     ("model_io", "estimator"),
-    ("cli", "__init__"), ("cli", "benchmark"), ("cli", "datasets"), ("cli", "estimator"),
-    ("cli", "plotting"),
-    ("benchmark", "backend"), ("benchmark", "network"), ("benchmark", "profiling"),
+    ("cli", "plotting"),  # matplotlib, an optional dependency, only for --plot
 }
 
 

@@ -425,3 +425,21 @@ def test_largest_metadata_parses_within_the_memory_cap(tmp_path):
     res = _child(path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("REFUSED") and "does not name the dnnblocks model format" in res.stdout
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to_a_file", "dangling"])
+def test_saving_over_a_symlink_is_refused_and_changes_nothing(tmp_path, dangling):
+    # Replacing the link would leave the file it points to stale; writing
+    # through it would follow a link the kernel refuses in shared folders.
+    target = tmp_path / "real.npz"
+    if not dangling:
+        target.write_bytes(b"precious")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    with pytest.raises(ValueError, match=r"link\.npz: it is a symbolic link \(to .*real\.npz\)"):
+        _net().save(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"precious" if not dangling else not target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["link.npz"] if dangling else ["link.npz", "real.npz"])
+    _net().save(target)  # the file itself can be saved, and the link then reads it
+    assert isinstance(load(link), Network)

@@ -273,11 +273,11 @@ def test_failed_save_leaves_previous_file_and_no_temporary(tmp_path, monkeypatch
     X, y = _data(3)
     clf = DNNClassifier((3,), max_iter=300, random_state=0).fit(X, y)
 
-    def broken_savez(file, *args, **kwargs):
-        file.write(b"PK\x03\x04 half a zip")
+    def broken_write_array(fp, array, *args, **kwargs):
+        fp.write(b"\x93NUMPY half an array")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", broken_savez)
+    monkeypatch.setattr(np.lib.format, "write_array", broken_write_array)
     with pytest.raises(OSError, match="disk full"):
         clf.save(path)
     assert path.read_bytes() == before
@@ -306,3 +306,76 @@ def test_feature_names_are_kept(tmp_path):
     back = load(tmp_path / "m.npz")
     np.testing.assert_array_equal(back.feature_names_in_, clf.feature_names_in_)
     np.testing.assert_array_equal(back.predict(df), clf.predict(df))
+
+
+# ------------------------------------------------------ format 1, byte for byte
+def _fixed_network():
+    """A Network whose every saved value is fixed (no training, no BLAS rounding)."""
+    net = Network([3, 4, 2], hidden_activation="tanh", seed=0)
+    for l, (W, b) in enumerate(zip(net.W, net.b)):
+        np.copyto(W, (np.arange(W.size).reshape(W.shape) - 2.5) / (l + 3))
+        np.copyto(b, np.linspace(-1, 1, b.size).reshape(b.shape))
+    return net
+
+
+def _fixed_classifier():
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]] * 3)
+    y = np.array(["a", "b", "a", "b"] * 3)
+    clf = DNNClassifier((3,), solver="sgd", max_iter=1, random_state=0, n_iter_no_change=50)
+    with pytest.warns(dnnblocks.ConvergenceWarning):
+        clf.fit(X, y)
+    for W, b in zip(clf.coefs_, clf.intercepts_):
+        np.copyto(W, (np.arange(W.size).reshape(W.shape) + 1.0) / 7)
+        np.copyto(b, -np.arange(b.size, dtype=float).reshape(b.shape) / 3)
+    clf.loss_curve_ = [0.75]
+    clf.best_loss_ = 0.75
+    return clf
+
+
+#: SHA-256 of the files dnnblocks 0.1.0 wrote for the fixed models above,
+#: computed with the writer before the format moved to model_file (np.savez,
+#: with the clock frozen at the zip epoch, which is the timestamp the writer
+#: now always uses). The dnnblocks version is part of the metadata: a new
+#: version number changes these hashes, nothing else may.
+GOLDEN_SHA256 = {
+    "net": "f81e4fcefe49c026468013120d70bbee43339d5dbd356610dab95595b057475d",
+    "net_adam": "50f7d0afc091c55673931c7d471eff893b3c6e07637389260ddb19ae015f95d7",
+}
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_format_1_bytes_are_unchanged_and_reproducible(tmp_path):
+    from dnnblocks.model_io import save_network
+
+    if dnnblocks.__version__ != "0.1.0":
+        pytest.skip("the golden hashes embed dnnblocks 0.1.0; recompute them for a new version")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    for folder in (first, second):
+        _fixed_network().save(folder / "net.npz")
+        save_network(_fixed_network(), folder / "net_adam.npz",
+                     extra={"mean": np.array([1.0, 2.0]), "note": "x"}, optimizer=Adam())
+    for name, digest in GOLDEN_SHA256.items():
+        assert (first / f"{name}.npz").read_bytes() == (second / f"{name}.npz").read_bytes()
+        assert _sha256(first / f"{name}.npz") == digest, name
+
+
+def test_saving_a_classifier_twice_gives_identical_bytes(tmp_path, monkeypatch):
+    import time
+
+    clf = _fixed_classifier()
+    clf.save(tmp_path / "a.npz", extra={"feature_names": ["u", "v"]})
+    # A later clock must not change the file: the zip timestamps are fixed.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86400 * 400)
+    clf.save(tmp_path / "b.npz", extra={"feature_names": ["u", "v"]})
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert [info.filename for info in zf.infolist()][0] == "__dnnblocks__.npy"

@@ -33,7 +33,8 @@ from ._validation import (
     check_scalar,
     encode_labels,
 )
-from .network import Network
+from .model_file import restore_rng, write_model
+from .network import Network, network_from_record, network_record_of
 from .optimizers import get_optimizer
 from .training import SCHEDULES, train, train_on_source
 
@@ -528,11 +529,8 @@ class DNNEstimatorBase(BaseEstimator):
         -------
         path
         """
-        # model_io (the file format) imports the estimators to load them.
-        from .model_io import network_payload, write_model
-
         self._check_is_fitted()
-        meta, arrays = network_payload(self._network, self._optimizer)
+        meta, arrays = network_record_of(self._network, self._optimizer)
         params = {}
         for key, value in self.get_params(deep=False).items():
             if key == "dtype":
@@ -563,9 +561,6 @@ class DNNEstimatorBase(BaseEstimator):
     @classmethod
     def _from_payload(cls, meta, arrays):
         """The estimator of a model file's metadata and arrays (see :func:`dnnblocks.load`)."""
-        # model_io (the file format) imports the estimators to load them.
-        from .model_io import _restore_rng, network_from_payload
-
         est_meta = meta["estimator"]
         params = dict(est_meta["params"])
         params["dtype"] = np.dtype(params["dtype"]).type
@@ -574,10 +569,10 @@ class DNNEstimatorBase(BaseEstimator):
         valid = set(cls._get_param_names())
         est = cls(**{k: v for k, v in params.items() if k in valid})
         fitted = est_meta["fitted"]
-        net, optimizer = network_from_payload(meta, arrays)
+        net, optimizer = network_from_record(meta, arrays)
         est._network = net
         est._optimizer = optimizer if optimizer is not None else est._make_optimizer(est._check_params())
-        rng = _restore_rng(fitted.get("rng_state"))
+        rng = restore_rng(fitted.get("rng_state"))
         est._rng = rng if rng is not None else np.random.default_rng()
         net.rng = est._rng
         est._restore_targets(fitted)

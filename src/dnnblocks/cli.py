@@ -6,13 +6,17 @@ features that do not match the model, a bad option value) ends with one line
 on stderr and a non-zero exit status, never a traceback. Set the environment
 variable ``DNNBLOCKS_DEBUG=1`` to get the traceback anyway.
 
-CSV files are read with the standard library's :mod:`csv` module: it handles
-quoting and embedded commas, is maintained with Python itself, and adds no
-dependency, while numeric columns are then converted by NumPy in one call.
+CSV files without quotes (the common case) are split into lines and their
+numeric columns parsed by :func:`numpy.loadtxt` in one call; a cell NumPy
+refuses is found again by the cell-by-cell check, which names its line,
+column and text. Files with quotes are read by the standard library's
+:mod:`csv` module (quoting, embedded commas and newlines).
 """
 
 import argparse
 import csv
+import io
+import itertools
 import math
 import os
 import re
@@ -21,6 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from . import benchmark
+from .model_file import check_save_target, package_version
+from ._estimator_base import DNNClassifierBase
+from .datasets import WEATHER_INPUT_COLUMNS, load_weather, weather_features
+from .model_io import load_as
 
 __all__ = ["CLIError", "DEFAULTS", "build_parser", "main", "read_csv", "stratified_split"]
 
@@ -52,11 +62,18 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------- argument parsing
+#: The exit status of every mistake, option errors included (argparse's own is 2).
+_ERROR_STATUS = 1
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (argparse's own prints the usage block first)."""
+    """argparse with one-line errors and exit status 1, as for every other mistake.
+
+    argparse's own prints the usage block first and exits with status 2.
+    """
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(_ERROR_STATUS, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _int_at_least(minimum):
@@ -120,8 +137,6 @@ def _names(text):
 
 def build_parser():
     """The argparse parser of the ``dnnblocks`` command (exposed for documentation tools)."""
-    from . import __version__
-
     d = DEFAULTS
     parser = _Parser(
         prog="dnnblocks",
@@ -129,7 +144,7 @@ def build_parser():
         epilog="Run 'dnnblocks train' with no file to train on the bundled Seattle weather data "
                "(did it rain?). 'dnnblocks COMMAND --help' describes each command.",
     )
-    parser.add_argument("--version", action="version", version=f"dnnblocks {__version__}")
+    parser.add_argument("--version", action="version", version=f"dnnblocks {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     # -- train
@@ -219,12 +234,14 @@ def build_parser():
     p = sub.add_parser(
         "bench", help="time the compiled kernels against NumPy (quick setting)",
         description="Time one training step of the compiled backend against the NumPy backend "
-                    "(and PyTorch or JAX when installed) on a quick setting, and print the table. "
-                    "Progress goes to stderr. More options: python -m dnnblocks.benchmark --help.",
+                    "and the matrix products alone (the GEMM bound) on a quick setting, and print "
+                    "the table. More options: python -m dnnblocks.benchmark --help; the comparison "
+                    "with the textbook code, PyTorch and JAX, with memory probes and charts, is "
+                    "bench/train_step.py in the source repository.",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true",
-                      help="the full measurement: more repeats and a memory probe (minutes)")
+                      help="the full measurement: more repeats, longer batches (minutes)")
     size.add_argument("--smoke", action="store_true",
                       help="tiny shapes, one repeat: checks that everything runs (timings mean nothing)")
     p.set_defaults(func=cmd_bench)
@@ -233,22 +250,33 @@ def build_parser():
 
 # ---------------------------------------------------------------- reading data
 class Table:
-    """A CSV file as named columns of strings.
+    """A CSV file as named columns.
+
+    The rows of a plain file (no quotes, no control characters) stay lines of
+    text until a column is asked for: :meth:`numeric` parses the named
+    columns with NumPy in one call, and a column's cells (a list of str) are
+    split out only when read through ``columns``. A quoted file is read by
+    the standard library's :mod:`csv` module into lists of cells. Neither
+    path builds a NumPy string array, which would be as wide as the column's
+    longest cell in every row (one 131,000-character cell in 1,000 rows:
+    0.5 GB), even for a column that is then dropped.
 
     Attributes
     ----------
     path : str
     names : list of str
         Header, in file order.
-    columns : dict of str -> ndarray of str
+    columns : mapping of str -> sequence of str
+        The cells of each column (split from the rows on first access);
+        columns derived by the command (the weather recipe) are added to it.
     lines : ndarray of int
         The file line of each row, for messages.
     """
 
-    def __init__(self, path, names, columns, lines):
+    def __init__(self, path, names, columns, lines, rows=None):
         self.path = path
         self.names = names
-        self.columns = columns
+        self.columns = _Columns(names, rows, columns)
         self.lines = lines
 
     @property
@@ -265,11 +293,22 @@ class Table:
     def numeric(self, names, hint=""):
         """The named columns as a float64 (n_rows, len(names)) array; one clear error otherwise.
 
-        Only the named columns are converted, cell by cell, so an unused column
-        (an id, free text) costs nothing beyond its Python strings.
+        Only the named columns are converted, so an unused column (an id,
+        free text) costs nothing beyond its text. The columns of a plain file
+        are parsed by NumPy in one call; any cell NumPy refuses (or a
+        non-finite value, or a non-ASCII row NumPy may have read more
+        leniently than the rules below) sends the columns through the
+        cell-by-cell check, which names the first offending cell.
         """
         self.require(names, "feature")
+        X = self.columns.parse_numbers(names)
+        if X is not None:
+            return X
+        return self._numeric_cells(names, hint)
+
+    def _numeric_cells(self, names, hint):
         out = np.empty((self.n_rows, len(names)), dtype=np.float64)
+        self.columns.split(names)
         for j, name in enumerate(names):
             text = self.columns[name]
             col = out[:, j]
@@ -310,6 +349,77 @@ class Table:
         return labels
 
 
+class _Columns(dict):
+    """The cells of a table's columns, split from its rows (lines of text) when first read.
+
+    ``rows`` is None for a file read by the csv module: then every column is
+    given, as a list of cells, in ``columns``.
+    """
+
+    def __init__(self, names, rows, columns):
+        super().__init__(columns)
+        self._index = {name: k for k, name in enumerate(names)}
+        self._rows = rows
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name) or (self._rows is not None and name in self._index)
+
+    def __missing__(self, name):
+        if self._rows is None or name not in self._index:
+            raise KeyError(name)
+        self.split([name])
+        return dict.__getitem__(self, name)
+
+    def split(self, names):
+        """Split the cells of `names` (those not split yet) out of the rows, in one pass."""
+        todo = [n for n in dict.fromkeys(names) if not dict.__contains__(self, n) and n in self._index]
+        if not todo or self._rows is None:
+            return
+        if len(todo) == 1:
+            self[todo[0]] = self._cells(self._index[todo[0]])
+            return
+        index = [self._index[n] for n in todo]
+        cells = [[] for _ in todo]
+        for row in self._rows:
+            fields = row.split(",")
+            for out, k in zip(cells, index):
+                out.append(fields[k])
+        for name, column in zip(todo, cells):
+            self[name] = column
+
+    def _cells(self, k):
+        """Column `k`'s cells, splitting each row only as far as that column (from the nearer end)."""
+        width = len(self._index)
+        if k == width - 1:
+            return [row.rpartition(",")[2] for row in self._rows]
+        if k < width / 2:
+            return [row.split(",", k + 1)[k] for row in self._rows]
+        return [row.rsplit(",", width - k)[1] for row in self._rows]
+
+    def parse_numbers(self, names):
+        """`names` parsed by ``np.loadtxt`` from the rows; None when the cell check must decide."""
+        if self._rows is None or any(dict.__contains__(self, n) for n in names):
+            return None  # a csv-module file, or a column derived by the command
+        usecols = [self._index[n] for n in names]
+        try:
+            X = np.loadtxt(self._rows, dtype=np.float64, delimiter=",", comments=None, quotechar=None,
+                           usecols=usecols, ndmin=2, encoding=None)
+        except ValueError:  # a cell that is not a number: the cell check names it
+            return None
+        if X.shape != (len(self._rows), len(names)) or not np.isfinite(X).all():
+            return None
+        # NumPy strips any Unicode blank around a number ('\xa01' reads as 1);
+        # the rules allow only spaces and tabs: rows with non-ASCII text have
+        # their cells checked against them.
+        match = _NUMBER.fullmatch
+        for row in self._rows:
+            if not row.isascii():
+                fields = row.split(",")
+                if any(match(fields[k]) is None for k in usecols):
+                    return None
+        return X
+
+
 #: The number forms a CSV cell may take: ASCII decimal with an optional
 #: exponent, inf / infinity / nan (rejected later as not finite, with their
 #: own message), surrounding blanks allowed as float() allows them.
@@ -317,6 +427,12 @@ _NUMBER = re.compile(
     r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*",
     re.ASCII | re.IGNORECASE,
 )
+
+#: The bytes of a file the line-splitting reader reads as the csv module
+#: would: everything but a quote and the control characters (a lone carriage
+#: return, NUL, form feed...; tab and newline are ordinary). A file with any
+#: other byte is read by the csv module.
+_PLAIN_BYTES = bytes([9, 10, *range(32, 34), *range(35, 127), *range(128, 256)])
 
 
 def _shown(cell, limit=60):
@@ -330,11 +446,11 @@ def _quoted(names):
 
 
 def read_csv(path):
-    """Read a comma-separated file with a header row into a :class:`Table` of string columns.
+    """Read a comma-separated file with a header row into a :class:`Table`.
 
-    Uses the standard library's :mod:`csv` reader (quoting, embedded commas
-    and newlines in quoted fields, a UTF-8 byte-order mark); blank lines are
-    skipped.
+    Quoting, embedded commas and newlines in quoted fields and a UTF-8
+    byte-order mark are read as the standard library's :mod:`csv` module
+    reads them; blank lines are skipped.
 
     Raises
     ------
@@ -342,28 +458,27 @@ def read_csv(path):
         For a missing, empty, non-text or ragged file, or a bad header.
     """
     path = _input_file(path, "data file")
-    lines, rows = [], []
+    with open(path, "rb") as f:
+        raw = f.read()
+    if b"\r" in raw:
+        plain = raw.replace(b"\r\n", b"\n")
+        is_plain = not plain.translate(None, _PLAIN_BYTES)
+    else:
+        is_plain = not raw.translate(None, _PLAIN_BYTES)
+        plain = raw if is_plain else None
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise CLIError(f"{path} is empty; expected a header row, then one row per example")
-            header = [h.strip() for h in header]
-            width = len(header)
-            for row in reader:
-                if not any(field.strip() for field in row):
-                    continue
-                if len(row) != width:
-                    raise CLIError(
-                        f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {width}"
-                    )
-                rows.append(row)
-                lines.append(reader.line_num)
+        text = (plain if is_plain else raw).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CLIError(f"{path} is not UTF-8 text ({_bad_utf8_position(path)}); is it a CSV file?") from None
-    except csv.Error as exc:
-        raise CLIError(f"{path}, line {reader.line_num}: {exc}") from None
+    del raw, plain
+    if is_plain:
+        header, rows, lines = _split_plain(path, text)
+        columns = {}
+    else:
+        header, columns, lines = _read_with_csv(path, text)
+        rows = None
+    del text
+    width = len(header)
     if width == 1 and any(sep in header[0] for sep in ";\t|"):
         raise CLIError(f"{path}: the header {header[0]!r} is one column; dnnblocks reads "
                        f"comma-separated files")
@@ -374,14 +489,61 @@ def read_csv(path):
         if name in seen:
             raise CLIError(f"{path}: the header names column {name!r} twice")
         seen.add(name)
-    if not rows:
+    if not lines:
         raise CLIError(f"{path} has a header but no data rows")
-    # Columns stay Python lists of str: a NumPy string array would be as wide
-    # as the column's longest cell in every row (one 131,000-character cell
-    # in 1,000 rows: 0.5 GB), even for a column that is then dropped.
+    return Table(str(path), header, columns, np.array(lines, dtype=np.int64), rows)
+
+
+def _split_plain(path, text):
+    """Header, data rows (lines of text) and their line numbers of a file without quotes."""
+    all_lines = text.split("\n")
+    if all_lines[-1] == "":
+        all_lines.pop()  # the final newline ends the last row; it starts none
+    if not all_lines:
+        raise CLIError(f"{path} is empty; expected a header row, then one row per example")
+    # An empty first line is a header of no columns, as the csv module reads it.
+    header = [h.strip() for h in all_lines[0].split(",")] if all_lines[0] else []
+    commas = len(header) - 1
+    rows, lines = [], []
+    for number, row in enumerate(all_lines[1:], start=2):
+        # A blank row (only blanks and commas) is skipped, as the csv module's
+        # reader skips it. The only ASCII blanks of a plain file are spaces
+        # and tabs; Unicode ones (a no-break space) need the general test.
+        if not row.strip(" \t,") or (not row.isascii() and not row.replace(",", "").strip()):
+            continue
+        count = row.count(",")
+        if count != commas:
+            raise _ragged(path, number, count + 1, commas + 1)
+        rows.append(row)
+        lines.append(number)
+    return header, rows, lines
+
+
+def _ragged(path, line, fields, width):
+    return CLIError(f"{path}, line {line}: {fields} fields, but the header has {width}")
+
+
+def _read_with_csv(path, text):
+    """Header, columns (lists of cells) and line numbers of a file read by the csv module."""
+    lines, rows = [], []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise CLIError(f"{path} is empty; expected a header row, then one row per example")
+        header = [h.strip() for h in header]
+        width = len(header)
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue
+            if len(row) != width:
+                raise _ragged(path, reader.line_num, len(row), width)
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise CLIError(f"{path}, line {reader.line_num}: {exc}") from None
     columns = {name: list(cells) for name, cells in zip(header, zip(*rows))}
-    del rows
-    return Table(str(path), header, columns, np.array(lines, dtype=np.int64))
+    return header, columns, lines
 
 
 def _bad_utf8_position(path):
@@ -410,18 +572,22 @@ def _input_file(path, what):
     return p
 
 
-def _output_file(path, what):
+def _output_file(path, what, follow_links=True):
     """Check that `path` can be written before doing the work that produces it.
 
     Permission bits say nothing for root, and nothing about /proc or a
     read-only mount, so a file that does not exist yet is created and removed
     again (nothing is left behind); an existing file is opened for appending,
-    which does not change it.
+    which does not change it. With ``follow_links=False`` (the model file,
+    which saving never writes through a link) a symbolic link is refused.
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise CLIError(f"{what} {str(path)!r} is a folder; give a file name")
+    if not follow_links and p.is_symlink():
+        raise CLIError(f"{what} {str(path)!r} is a symbolic link (to {os.readlink(p)!r}); give the "
+                       f"file it points to, or remove the link")
     if not parent.is_dir():
         raise CLIError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
@@ -475,7 +641,6 @@ def _check_distinct(inputs, outputs):
 # ---------------------------------------------------------------- the default task
 def _weather_columns(table):
     """Add the rain task's derived columns (season, 'rain') to a table of the raw weather CSV."""
-    from .datasets import WEATHER_INPUT_COLUMNS, weather_features
 
     if "day_sin" not in table.columns and all(c in table.columns for c in WEATHER_INPUT_COLUMNS):
         raw = table.numeric(["temp_max", "temp_min", "wind"])
@@ -491,7 +656,6 @@ def _weather_columns(table):
 
 
 def _load_default_task():
-    from .datasets import load_weather
 
     X, y, names = load_weather()
     labels = np.where(y == 1, "rain", "dry")
@@ -635,7 +799,8 @@ def _standardise(X, mean, scale, dtype, features, lines=None, where=""):
 def _class_index(classes, labels):
     """Position of each label in `classes`; -1 for a label not among them."""
     index = {str(c): i for i, c in enumerate(classes)}
-    return np.array([index.get(str(label), -1) for label in labels], dtype=np.intp)
+    return np.fromiter(map(index.get, map(str, labels), itertools.repeat(-1)), dtype=np.intp,
+                       count=len(labels))
 
 
 def _describe_classes(classes):
@@ -647,8 +812,6 @@ def _describe_classes(classes):
 
 
 def cmd_train(args):
-    from .estimator import DNNClassifier
-
     _check_distinct([("DATA.csv", args.data)], [("--out", args.out), ("--plot", args.plot)])
     if args.plot:
         from .plotting import MatplotlibMissingError, require_matplotlib
@@ -658,7 +821,11 @@ def cmd_train(args):
         except MatplotlibMissingError as exc:
             raise CLIError(f"--plot: {exc}") from None
         _output_file(args.plot, "plot")
-    _output_file(args.out, "model file")
+    _output_file(args.out, "model file", follow_links=False)
+    try:
+        check_save_target(args.out)  # what saving will refuse (a read-only model), before training
+    except (OSError, ValueError) as exc:
+        raise CLIError(_one_line(exc)) from None
 
     recipe = None
     if args.data is None:
@@ -719,7 +886,7 @@ def cmd_train(args):
           f"{args.epochs} epochs, batch {batch}, {args.dtype}, {args.backend} backend")
     sys.stdout.flush()
 
-    clf = DNNClassifier(
+    clf = DNNClassifierBase(
         hidden_layer_sizes=args.layers, activation=args.activation, solver=args.optimizer,
         alpha=args.l2, batch_size=args.batch_size, learning_rate_init=args.learning_rate,
         max_iter=args.epochs, random_state=args.seed, dropout=args.dropout,
@@ -776,11 +943,9 @@ def cmd_train(args):
 
 def _load_for_data(model_path, data_path):
     """Load a model saved by ``dnnblocks train`` and the matching features of a CSV."""
-    from . import load
-
     path = _input_file(model_path, "model file")
     try:
-        model, extra = load(path, with_extra=True)
+        model, extra = load_as(path, DNNClassifierBase, with_extra=True)
     except ValueError as exc:
         raise CLIError(_one_line(exc) if str(path) in str(exc) else f"{path}: {_one_line(exc)}") from None
     needed = ("feature_names", "feature_mean", "feature_scale", "target")
@@ -873,10 +1038,6 @@ def _fmt(value):
 
 
 def cmd_bench(args):
-    try:
-        from . import benchmark
-    except ImportError as exc:
-        raise CLIError(f"the benchmark module is not available in this installation ({exc})") from None
     # The benchmark reports the rows of each shape as it finishes them: print
     # the header first and stream the rows, so a long run shows progress and
     # the output is the table once.
@@ -892,8 +1053,8 @@ def cmd_bench(args):
     machine = results.get("machine", {})
     print()
     print("Each row: one training step (forward, cost, backward, update). ms/step: the median over "
-          "repeats; x numpy: speed relative to the NumPy backend; x textb: speed relative to the "
-          "course's textbook NumPy code; / GEMM: time relative to the matrix products alone.")
+          "repeats; x numpy: speed relative to the NumPy backend; / GEMM: time relative to the "
+          "matrix products alone.")
     print(f"Measured on {machine.get('processor', '?')}, {machine.get('cores', '?')} cores, "
           f"numpy {machine.get('numpy', '?')}." + (" Smoke run: the timings mean nothing." if args.smoke else ""))
     return 0
@@ -908,9 +1069,9 @@ def main(argv=None):
     """Run the ``dnnblocks`` command with `argv` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None:  # nothing to do is a usage mistake too
         parser.print_help()
-        return 2
+        return _ERROR_STATUS
     debug = bool(os.environ.get("DNNBLOCKS_DEBUG"))
     prefix = f"dnnblocks {args.command}: error:"
     try:

@@ -28,6 +28,7 @@ from . import profiling, propagation, training
 from .backend import get_backend
 from .exceptions import TrainingDivergedError
 from .initializers import initialize
+from .model_file import check_network_arrays, network_record, optimizer_from_record, restore_rng, write_model
 from .optimizers import GradientDescent, Optimizer, get_optimizer
 from .propagation import Workspace
 
@@ -527,10 +528,8 @@ class Network(_CourseViews):
 
         Read it back with :func:`dnnblocks.load`. See :mod:`dnnblocks.model_io`.
         """
-        # model_io (the file format) builds Networks when it loads: imported here, not at the top.
-        from .model_io import save_network
-
-        return save_network(self, path)
+        meta, arrays = network_record_of(self)
+        return write_model(path, "Network", meta, arrays)
 
     # ------------------------------------------------------- copy and pickle
     def snapshot(self):
@@ -604,3 +603,33 @@ def _check_step_optimizer(optimizer):
     if isinstance(optimizer, GradientDescent):
         return None
     return optimizer
+
+
+# ------------------------------------------------------------ model files
+def network_record_of(net, optimizer=None):
+    """The model-file record (metadata, arrays) of `net` and an optimizer's state.
+
+    See :mod:`dnnblocks.model_file` for the format; :func:`network_from_record`
+    reads it back.
+    """
+    return network_record(layer_dims=net.layer_dims, hidden_activation=net.hidden_activation,
+                          output=net.output, dtype=net.dtype, init=net.init, backend=net.backend,
+                          W=net.W, b=net.b, rng=net.rng, optimizer=optimizer)
+
+
+def network_from_record(meta, arrays):
+    """Rebuild ``(network, optimizer or None)`` from a record of :func:`network_record_of`."""
+    spec = meta["network"]
+    # Checked before the Network is built: a corrupted architecture must not
+    # allocate (or initialise) a huge network.
+    check_network_arrays(meta, arrays)
+    net = Network(spec["layer_dims"], hidden_activation=spec["hidden_activation"],
+                  dtype=spec["dtype"], backend=spec.get("backend", "compiled"),
+                  init=spec.get("init", "he"), output=spec.get("output", "sigmoid"), seed=0)
+    for l in range(net.n_layers):
+        np.copyto(net.W[l], arrays[f"W{l}"])
+        np.copyto(net.b[l], arrays[f"b{l}"])
+    rng = restore_rng(meta.get("rng_state"))
+    if rng is not None:
+        net.rng = rng
+    return net, optimizer_from_record(meta, arrays, net.W, net.b)
