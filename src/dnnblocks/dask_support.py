@@ -56,6 +56,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
+from concurrent.futures import CancelledError
 
 import numpy as np
 
@@ -601,7 +602,7 @@ class _DistributedData:
     STEP_TIMEOUT_KEY = "dnnblocks.step-timeout"
 
     #: Seconds the workers get to drop the fit's cached networks at its end.
-    FORGET_SECONDS = 10.0
+    FORGET_SECONDS = 5.0
 
     @classmethod
     def _configured_step_timeout(cls):
@@ -631,8 +632,6 @@ class _DistributedData:
         worker, is simply run again (with the parameters sent anew). The whole
         of it, retries included, lasts at most ``self.step_timeout`` seconds.
         """
-        from concurrent.futures import CancelledError
-
         deadline = None if self.step_timeout is None else time.monotonic() + self.step_timeout
         for attempt in range(self.COMM_ATTEMPTS):
             try:
