@@ -13,11 +13,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
 
@@ -221,6 +221,21 @@ def test_stalled_worker_stops_the_fit_within_the_step_timeout():
     assert 3 <= r["seconds"] < 30
     # The model is the 4-step model, with its history.
     assert r["n_iter"] == 4 and r["curve"] == 4 and r["diff"] <= 1e-8
+
+
+@pytest.mark.parametrize("value, seconds", [(None, None), (45, 45.0), ("10 minutes", 600.0),
+                                            ("1.5s", 1.5)])
+def test_step_timeout_config(value, seconds):
+    assert dask_support._DistributedData._configured_step_timeout() == 300.0  # the default
+    with dask.config.set({"dnnblocks.step-timeout": value}):
+        assert dask_support._DistributedData._configured_step_timeout() == seconds
+
+
+@pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), True, "soon", [5]])
+def test_bad_step_timeout_config_is_refused(value):
+    with dask.config.set({"dnnblocks.step-timeout": value}), \
+            pytest.raises(ValueError, match="dnnblocks.step-timeout must be a positive number"):
+        dask_support._DistributedData._configured_step_timeout()
 
 
 # -------------------------------------------------- empty and small blocks

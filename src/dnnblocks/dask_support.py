@@ -617,7 +617,7 @@ class _DistributedData:
         if not isinstance(value, bool):
             try:
                 seconds = float(parse_timedelta(value, default="s"))
-            except (TypeError, ValueError, KeyError):
+            except (TypeError, ValueError, KeyError, AttributeError):  # not a duration
                 pass
         if seconds is None or not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"the dask config {cls.STEP_TIMEOUT_KEY} must be a positive number of "
