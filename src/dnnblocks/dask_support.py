@@ -32,7 +32,9 @@ Full batch (``batch_size=None``) computes exactly the in-memory gradient, so
 the model equals the in-memory fit up to floating-point rounding. With
 mini-batches, step k of an epoch takes the k-th slice of a seeded per-block
 permutation from *every* block (each block contributes about
-``rows_in_block / n_batches`` rows, every row once per epoch); that is a
+``rows_in_block / n_batches`` rows, every row once per epoch; a block with
+fewer rows than batches deals its rows out to the batches in turn, so that no
+step is empty); that is a
 different shuffle from the in-memory one, so the two fits are statistically
 equivalent but not identical. Batches and dropout masks depend only on the
 seed, the epoch/step and the block index, never on which worker runs them, so
