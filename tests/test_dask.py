@@ -7,6 +7,7 @@ cluster back to two workers first.
 
 import os
 import signal
+import threading
 import subprocess
 import sys
 import warnings
@@ -18,7 +19,8 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 import dnnblocks  # noqa: E402
-from dnnblocks import dask_support  # noqa: E402
+from dnnblocks import _dask_data, dask_support  # noqa: E402
+from dnnblocks.exceptions import TrainingDivergedError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # ConvergenceWarning at max_iter
 
@@ -74,7 +76,7 @@ def test_is_dask_collection(data):
 
 
 def test_block_placement_balances_rows_and_keeps_blocks_in_place():
-    place = dask_support._place_blocks
+    place = _dask_data._place_blocks
     two = {"a": 1, "b": 1}
     # Already spread: nothing moves.
     assert place([10] * 4, [["a"], ["b"], ["a"], ["b"]], two) == ["a", "b", "a", "b"]
@@ -87,7 +89,7 @@ def test_block_placement_balances_rows_and_keeps_blocks_in_place():
 
 
 def test_without_a_distributed_client_dask_input_is_fitted_in_memory(data):
-    if dask_support._resolve_client(None) is not None:
+    if _dask_data.resolve_client(None) is not None:
         pytest.skip("a distributed client is already active in this process")
     X, y, _ = data
     ref = dnnblocks.DNNClassifier(**FULL_BATCH).fit(X, y)
@@ -373,3 +375,35 @@ def test_killed_worker_without_retries_stops_with_the_last_completed_step(cluste
     assert est.n_iter_ == 7 and len(est.loss_curve_) == 7
     assert _max_diff(est, ref) <= 1e-8
     assert est.score(X, y) == ref.score(X, y)
+
+
+def test_ctrl_c_in_a_distributed_fit_keeps_the_completed_steps(cluster_up, data):
+    # The Dask fit runs the training loop of in-memory fits, with its guard:
+    # a Ctrl-C is held until the step in progress completes, and the record
+    # goes with the exception.
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        pytest.skip("needs the main thread with Python's default SIGINT handler")
+    X, y, _ = data
+
+    def interrupt(step):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    est = dnnblocks.DNNClassifier(**FULL_BATCH)
+    with pytest.raises(KeyboardInterrupt) as info:
+        dask_support.fit(est, da.from_array(X, chunks=(300, 8)), y, step_callback=interrupt)
+    assert info.value.dnnblocks_history.steps_completed == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ref = dnnblocks.DNNClassifier(**dict(FULL_BATCH, max_iter=3)).fit(X, y)
+    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3 and est.t_ == 3 * len(y)
+    assert _max_diff(est, ref) <= 1e-8
+
+
+def test_a_diverging_distributed_fit_keeps_finite_weights(cluster_up, data):
+    X, y, _ = data
+    est = dnnblocks.DNNClassifier(**dict(FULL_BATCH, learning_rate_init=1e100))
+    with pytest.raises(TrainingDivergedError), np.errstate(all="ignore"):
+        est.fit(da.from_array(X, chunks=(300, 8)), y)
+    assert all(np.isfinite(p).all() for p in _params(est))
+    assert est.n_iter_ == len(est.loss_curve_)

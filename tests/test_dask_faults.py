@@ -22,7 +22,7 @@ da = pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
 
 import dnnblocks  # noqa: E402
-from dnnblocks import dask_support  # noqa: E402
+from dnnblocks import _dask_data, dask_support  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # ConvergenceWarning at max_iter
 
@@ -217,16 +217,16 @@ def test_stalled_worker_stops_the_fit_within_the_step_timeout():
 @pytest.mark.parametrize("value, seconds", [(None, None), (45, 45.0), ("10 minutes", 600.0),
                                             ("1.5s", 1.5)])
 def test_step_timeout_config(value, seconds):
-    assert dask_support._DistributedData._configured_step_timeout() == 300.0  # the default
+    assert _dask_data.DistributedData._configured_step_timeout() == 300.0  # the default
     with dask.config.set({"dnnblocks.step-timeout": value}):
-        assert dask_support._DistributedData._configured_step_timeout() == seconds
+        assert _dask_data.DistributedData._configured_step_timeout() == seconds
 
 
 @pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), True, "soon", [5]])
 def test_bad_step_timeout_config_is_refused(value):
     with dask.config.set({"dnnblocks.step-timeout": value}), \
             pytest.raises(ValueError, match="dnnblocks.step-timeout must be a positive number"):
-        dask_support._DistributedData._configured_step_timeout()
+        _dask_data.DistributedData._configured_step_timeout()
 
 
 # -------------------------------------------------- empty and small blocks
@@ -257,7 +257,7 @@ def test_prediction_on_a_dask_array_with_empty_chunks():
 
 def _plan_rows(block_rows, n_batches, shuffle, seed=7, epoch=2):
     """rows[k][i]: the rows of block i in batch k, through the workers' batch plan."""
-    state = dask_support._ShardState(((3, 2, 1), "relu", "sigmoid", "float64", "numpy"))
+    state = _dask_data._ShardState(((3, 2, 1), "relu", "sigmoid", "float64", "numpy"))
     starts = np.cumsum([0] + list(block_rows[:-1])).tolist()
     small = {i: starts[i] for i, m in enumerate(block_rows) if m < n_batches}
     return [[state.batch_rows(i, m, epoch, k, n_batches, shuffle, seed, small.get(i))

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from dnnblocks import DNNClassifier, Network
-from dnnblocks import estimator as estimator_module
+from dnnblocks import _estimator_base as estimator_module  # where the estimators build their Network
 from dnnblocks.exceptions import TrainingDivergedError
 from dnnblocks.training import train
 
@@ -156,13 +156,13 @@ def test_pandas_column_names_survive_a_failed_refit():
 
 # ============================================================ interrupted fits
 class StepRecorder:
-    """Wraps Network._train_step: counts completed steps, keeps the weights after each."""
+    """Wraps Network.validated_step: counts completed steps, keeps the weights after each."""
 
     def __init__(self, monkeypatch, action_at=None, action=None):
         self.completed = 0
         self.calls = 0
         self.last_params = None
-        real = Network._train_step
+        real = Network.validated_step
         recorder = self
 
         def wrapper(net, X, *args):
@@ -176,7 +176,7 @@ class StepRecorder:
                 signal.raise_signal(signal.SIGINT)  # held by the loop until this step returns
             return cost
 
-        monkeypatch.setattr(Network, "_train_step", wrapper)
+        monkeypatch.setattr(Network, "validated_step", wrapper)
 
 
 def needs_default_sigint():

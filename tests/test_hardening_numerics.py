@@ -187,7 +187,7 @@ def test_divergence_restores_the_last_epoch_with_finite_weights(backend, optimiz
     net = Network([4, 6, 1], backend=backend, seed=0)
     after_epoch = {}
     calls = {"n": 0}
-    real_step = net._train_step
+    real_step = net.validated_step
 
     def step(*args):
         cost = real_step(*args)
@@ -196,7 +196,7 @@ def test_divergence_restores_the_last_epoch_with_finite_weights(backend, optimiz
             net.W[0][0, 0] = np.inf  # as if that update had overflowed
         return cost
 
-    monkeypatch.setattr(net, "_train_step", step)
+    monkeypatch.setattr(net, "validated_step", step)
 
     def record(epoch, history):
         after_epoch[epoch + 1] = [p.copy() for p in net.W + net.b]

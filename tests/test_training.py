@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 import dnnblocks
-from dnnblocks import Network, get_backend
-from dnnblocks.training import History, Progress, learning_rate_at, split_validation, train
+from dnnblocks import Network, get_backend, propagation
+from dnnblocks.training import (
+    History,
+    InMemoryData,
+    Progress,
+    learning_rate_at,
+    split_validation,
+    train,
+    train_on_source,
+)
 
 
 def _problem(m=150, n=4, seed=0, dtype=np.float64):
@@ -60,13 +68,13 @@ def test_minibatches_cover_every_example_once_per_epoch():
     X, Y = _problem(m=103)
     seen = []
     net = Network([4, 1], seed=0)
-    original = net._train_step
+    original = net.validated_step
 
     def spy(xb, yb, *args):
         seen.append((xb.copy(), yb.copy()))
         return original(xb, yb, *args)
 
-    net._train_step = spy
+    net.validated_step = spy
     net.fit(X, Y, epochs=2, batch_size=25, learning_rate=0.01, random_state=0)
     assert [s[0].shape[1] for s in seen] == [25, 25, 25, 25, 3] * 2
     for epoch in (seen[:5], seen[5:]):
@@ -188,15 +196,17 @@ def test_dropout_gradient_checked_by_finite_differences(backend, activation):
     draws = _FixedDraws(0)
     keep = 0.6
 
+    ws = propagation.Workspace(net.layer_dims, X.shape[1], net.dtype)
+    dW, db = propagation.gradient_buffers(net.W, net.b)
+
     def cost():
-        ws = net._workspace(X.shape[1])
-        net._forward_into(X, ws, keep, draws)
-        return net._output_gradient(Y, ws), ws
+        propagation.forward(net.kernels, net.W, net.b, net.activations, X, ws, keep, draws)
+        return propagation.output_gradient(net.kernels, net.output, Y, ws, db[-1]), ws
 
     _, ws = cost()
     assert any(np.any(mk == 0) for mk in ws.M)  # some units really are dropped
-    net._backward_layers(X, ws, dropout=True)
-    grads = [g.copy() for g in net._dW + net._db]
+    propagation.backward(net.kernels, net.W, net.b, net.activations, X, ws, dW, db, dropout=True)
+    grads = [g.copy() for g in dW + db]
     eps = 1e-6
     for p, g in zip(net.W + net.b, grads):
         for idx in list(np.ndindex(p.shape))[:12]:
@@ -413,3 +423,51 @@ def test_network_pickles_without_buffers():
 
 def test_train_is_exported():
     assert dnnblocks.train is train
+
+
+# ------------------------------------------------------------ data sources
+class _WithEmptyBatch:
+    """A data source (the protocol of training.InMemoryData) that adds an empty batch to each epoch.
+
+    A distributed batch can hold no rows; its cost is NaN and must not reach
+    the epoch's cost or the sample count.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.n_examples = inner.n_examples
+        self.n_batches = inner.n_batches + 1
+        self.has_validation = inner.has_validation
+        self.steps = []
+
+    def thread_limit(self, blas_threads):
+        return self.inner.thread_limit(blas_threads)
+
+    def batches(self, epoch):
+        yield None
+        yield from self.inner.batches(epoch)  # lazily: a batch lives until the next is drawn
+
+    def step(self, batch, learning_rate):
+        self.steps.append(batch is None)
+        return (float("nan"), 0) if batch is None else self.inner.step(batch, learning_rate)
+
+    def evaluate(self):
+        return self.inner.evaluate()
+
+
+def test_train_on_source_runs_any_data_source_like_train():
+    X, Y = _problem(m=90)
+    net_a = Network([4, 5, 1], seed=3)
+    ref = train(net_a, X, Y, epochs=4, batch_size=32, learning_rate=0.3, optimizer="adam",
+                random_state=7)
+    net_b = Network([4, 5, 1], seed=3)
+    rng = np.random.default_rng(7)
+    inner = InMemoryData(net_b, X, Y, batch_size=32, optimizer=dnnblocks.optimizers.Adam(), rng=rng)
+    source = _WithEmptyBatch(inner)
+    calls = []
+    history = train_on_source(net_b, source, epochs=4, learning_rate=0.3, step_callback=calls.append)
+    _assert_same(_params(net_a), _params(net_b))
+    assert history.cost == ref.cost and np.all(np.isfinite(history.cost))
+    assert history.samples_seen == ref.samples_seen == 4 * 90
+    assert history.steps_completed == 4 * (3 + 1) == len(calls) and calls[-1] == 16
+    assert source.steps.count(True) == 4

@@ -42,8 +42,9 @@ class TrainingGuard:
 
     def __init__(self, net):
         self.net = net
-        self._checkpoint = net._snapshot()
-        self._checkpoint_epoch = 0
+        self._checkpoint = net.snapshot()
+        #: Epochs (of this run) after which the checkpoint was taken; 0 is the start.
+        self.checkpoint_epoch = 0
         self._checkpoint_finite = _all_finite(net.W + net.b)
         self._pending = False
         self._previous_handler = None
@@ -57,15 +58,23 @@ class TrainingGuard:
         self._pending = True
 
     def step(self, train_step, *args):
-        """Run one ``net._train_step(*args)``; raise a held Ctrl-C once it has completed."""
+        """Return ``train_step(*args)``, one training step, with Ctrl-C held until it completes.
+
+        A divergence is re-raised after the weights are made finite again
+        (see the module docstring). A Ctrl-C that arrived during the step is
+        raised by :meth:`deliver_interrupt`, once the caller has recorded the
+        step.
+        """
         try:
-            cost = train_step(*args)
+            return train_step(*args)
         except TrainingDivergedError as exc:
             raise self._diverged(exc) from None
+
+    def deliver_interrupt(self):
+        """Raise the ``KeyboardInterrupt`` of a Ctrl-C held during the last step, if any."""
         if self._pending:
             self._pending = False
             raise KeyboardInterrupt
-        return cost
 
     def epoch_done(self, n_epochs):
         """Remember the weights after epoch `n_epochs` if they are all finite."""
@@ -73,7 +82,7 @@ class TrainingGuard:
         if _all_finite(params):
             for dst, src in zip(self._checkpoint[0] + self._checkpoint[1], params):
                 np.copyto(dst, src)
-            self._checkpoint_epoch = n_epochs
+            self.checkpoint_epoch = n_epochs
             self._checkpoint_finite = True
 
     def _diverged(self, exc):
@@ -83,9 +92,9 @@ class TrainingGuard:
             return TrainingDivergedError(
                 f"{exc} The parameters were not finite when training started (NaN or infinity in W or b)."
             )
-        self.net._restore(self._checkpoint)
-        when = ("the initial weights" if self._checkpoint_epoch == 0
-                else f"the weights after epoch {self._checkpoint_epoch} of this run")
+        self.net.restore(self._checkpoint)
+        when = ("the initial weights" if self.checkpoint_epoch == 0
+                else f"the weights after epoch {self.checkpoint_epoch} of this run")
         return TrainingDivergedError(
             f"{exc} The update before had already made some weights NaN or infinite, so {when} "
             f"(the last finite ones) were restored."

@@ -24,10 +24,12 @@ from ._validation import (
     check_parameters,
     check_scalar,
 )
+from . import profiling, propagation, training
 from .backend import get_backend
 from .exceptions import TrainingDivergedError
 from .initializers import initialize
 from .optimizers import GradientDescent, Optimizer, get_optimizer
+from .propagation import Workspace
 
 
 # Buffers are kept for this many distinct batch sizes: the full batch and the
@@ -35,55 +37,87 @@ from .optimizers import GradientDescent, Optimizer, get_optimizer
 _MAX_WORKSPACES = 2
 
 
-class _Workspace:
-    """Z, A and dZ/dA buffers for one batch size, reused across steps.
+class _CheckedInputs:
+    """The X and Y a training loop's steps last validated, so that they are not scanned again.
 
-    ``D[l]`` first receives dA[l] = W[l+1]^T dZ[l+1] and is then overwritten in
-    place by dZ[l] = dA[l] * g'(Z[l]): the two are never needed together.
-
-    Z, A and D are allocated on first use: a training loop of fused
-    gradient-descent steps runs in ``fused`` (a backend ``TrainingStep`` with
-    its own, smaller, buffers) and never needs them.
+    The finiteness scan costs a full pass over X, as much as a GEMM for a
+    small first layer. The array last validated is remembered by a strong
+    reference (so its identity cannot be reused), and only when it is used
+    as it is: a converted copy would go stale if the caller refilled the
+    same array with the next batch.
     """
 
-    __slots__ = ("m", "_dims", "_dtype", "_Z", "_A", "_D", "M", "fused")
+    __slots__ = ("_X", "_X_ready", "_Y", "_Y_ready")
 
-    def __init__(self, layer_dims, m, dtype):
-        self.m = m
-        self._dims = tuple(layer_dims[1:])
-        self._dtype = dtype
-        self._Z = self._A = self._D = None
-        self.M = None  # dropout masks of the hidden layers, made on first use
-        self.fused = None  # the backend's TrainingStep for this batch size
+    def __init__(self):
+        self._X = self._X_ready = self._Y = self._Y_ready = None
 
-    def _buffers(self):
-        return [np.empty((n, self.m), dtype=self._dtype) for n in self._dims]
+    def X(self, X, check):
+        """`check(X)`, or its result for the same array last time."""
+        if X is not None and X is self._X:
+            return self._X_ready
+        ready = check(X)
+        if ready is X:
+            self._X, self._X_ready = X, ready
+        return ready
+
+    def Y(self, Y, m, check):
+        """`check(Y, m)`, or its result for the same array (and m) last time."""
+        if Y is not None and Y is self._Y and self._Y_ready.shape[1] == m:
+            return self._Y_ready
+        ready = check(Y, m)
+        if ready is Y:
+            self._Y, self._Y_ready = Y, ready
+        return ready
+
+
+class _CourseViews:
+    """The course's layouts of a :class:`Network`'s state: parameter and gradient dicts, caches."""
 
     @property
-    def Z(self):
-        if self._Z is None:
-            self._Z = self._buffers()
-        return self._Z
+    def parameters(self):
+        """The course's parameter dict ``{"W1": ..., "b1": ..., ...}``, sharing memory with `W` and `b`."""
+        params = {}
+        for l in range(self.n_layers):
+            params[f"W{l + 1}"] = self.W[l]
+            params[f"b{l + 1}"] = self.b[l]
+        return params
 
     @property
-    def A(self):
-        if self._A is None:
-            self._A = self._buffers()
-        return self._A
+    def grads(self):
+        """Gradients of the last :meth:`backward`, as ``{"dW1": ..., "db1": ..., ...}``."""
+        if not self._have_grads:
+            raise RuntimeError("no gradients yet: call forward(X) and backward(Y) first")
+        out = {}
+        for l in range(self.n_layers):
+            out[f"dW{l + 1}"] = self._dW[l]
+            out[f"db{l + 1}"] = self._db[l]
+        return out
 
     @property
-    def D(self):
-        if self._D is None:
-            self._D = self._buffers()
-        return self._D
+    def caches(self):
+        """The last forward pass's caches in the course's layout.
 
-    def masks(self):
-        if self.M is None:
-            self.M = [np.empty_like(a) for a in self.A[:-1]]
-        return self.M
+        A list with one ``((A_prev, W, b), Z)`` per layer. The arrays are the
+        network's reused buffers: the next forward pass overwrites them.
+
+        A plain gradient-descent :meth:`step` (no optimizer, dropout or
+        softmax) runs as one fused backend call that keeps only the buffers
+        the step itself needs, not the course's caches: after it the list has
+        the same arrays (and batch size), but their values are those of the
+        last :meth:`forward`, if any. Call :meth:`forward` to fill them.
+        """
+        if self._forward_state is None:
+            raise RuntimeError("no caches yet: call forward(X) first")
+        X, ws = self._forward_state
+        caches = []
+        for l in range(self.n_layers):
+            A_prev = X if l == 0 else ws.A[l - 1]
+            caches.append(((A_prev, self.W[l], self.b[l]), ws.Z[l]))
+        return caches
 
 
-class Network:
+class Network(_CourseViews):
     """An L-layer fully connected classifier network.
 
     Hidden layers use `hidden_activation`. The output layer is a sigmoid with
@@ -163,14 +197,29 @@ class Network:
         self._db = None
         self._forward_state = None  # (X, workspace) of the last forward pass
         self._have_grads = False
-        self._checked_X = None
-        self._checked_Y = (None, None)
+        self._inputs = _CheckedInputs()
 
     # ------------------------------------------------------------------ views
     @property
     def backend(self):
         """Name of the kernel set in use: ``"compiled"`` or ``"numpy"``."""
         return self._kernels.name
+
+    @property
+    def kernels(self):
+        """The kernel table of the backend in use (see :mod:`dnnblocks.backend`)."""
+        return self._kernels
+
+    @property
+    def rng(self):
+        """The generator of the dropout masks of :meth:`step` when it is given no ``rng``."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, generator):
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator; got {type(generator).__name__}")
+        self._rng = generator
 
     @property
     def n_layers(self):
@@ -182,53 +231,11 @@ class Network:
         """The activation of each layer, hidden layers first, output last."""
         return (self.hidden_activation,) * (self.n_layers - 1) + (self.output,)
 
-    @property
-    def parameters(self):
-        """The course's parameter dict ``{"W1": ..., "b1": ..., ...}``, sharing memory with `W` and `b`."""
-        params = {}
-        for l in range(self.n_layers):
-            params[f"W{l + 1}"] = self.W[l]
-            params[f"b{l + 1}"] = self.b[l]
-        return params
-
-    @property
-    def grads(self):
-        """Gradients of the last :meth:`backward`, as ``{"dW1": ..., "db1": ..., ...}``."""
-        if not self._have_grads:
-            raise RuntimeError("no gradients yet: call forward(X) and backward(Y) first")
-        out = {}
-        for l in range(self.n_layers):
-            out[f"dW{l + 1}"] = self._dW[l]
-            out[f"db{l + 1}"] = self._db[l]
-        return out
-
-    @property
-    def caches(self):
-        """The last forward pass's caches in the course's layout.
-
-        A list with one ``((A_prev, W, b), Z)`` per layer. The arrays are the
-        network's reused buffers: the next forward pass overwrites them.
-
-        A plain gradient-descent :meth:`step` (no optimizer, dropout or
-        softmax) runs as one fused backend call that keeps only the buffers
-        the step itself needs, not the course's caches: after it the list has
-        the same arrays (and batch size), but their values are those of the
-        last :meth:`forward`, if any. Call :meth:`forward` to fill them.
-        """
-        if self._forward_state is None:
-            raise RuntimeError("no caches yet: call forward(X) first")
-        X, ws = self._forward_state
-        caches = []
-        for l in range(self.n_layers):
-            A_prev = X if l == 0 else ws.A[l - 1]
-            caches.append(((A_prev, self.W[l], self.b[l]), ws.Z[l]))
-        return caches
-
     # -------------------------------------------------------------- plumbing
     def _workspace(self, m):
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = _Workspace(self.layer_dims, m, self.dtype)
+            ws = Workspace(self.layer_dims, m, self.dtype)
             self._workspaces[m] = ws
             while len(self._workspaces) > _MAX_WORKSPACES:
                 self._workspaces.popitem(last=False)
@@ -238,8 +245,7 @@ class Network:
 
     def _gradient_buffers(self):
         if self._dW is None:
-            self._dW = [np.empty_like(w) for w in self.W]
-            self._db = [np.empty_like(b) for b in self.b]
+            self._dW, self._db = propagation.gradient_buffers(self.W, self.b)
         return self._dW, self._db
 
     def _check_parameters(self, writeable=False):
@@ -247,33 +253,15 @@ class Network:
         # kernel touches them (never a half-updated model).
         check_parameters(self.W, self.b, self.layer_dims, self.dtype, writeable)
 
-    def _check_X(self, X, name="X"):
+    def check_X(self, X, name="X"):
+        """`X` checked for this network: a finite float (n[0], m) array of its dtype (C or F order kept).
+
+        Raises ValueError/TypeError naming `name`; copies only to convert.
+        """
         return as_float_matrix(X, name, self.dtype, n_rows=self.layer_dims[0])
 
-    def _check_training_X(self, X):
-        # The finiteness scan costs a full pass over X, as much as a GEMM for
-        # a small first layer, so the array last validated is remembered (by a
-        # strong reference, so its identity cannot be reused) and not scanned
-        # again on every step of a training loop.
-        # Only an X used as it is (not copied) is remembered: a copy would go
-        # stale if the caller refills the same array with the next batch.
-        if X is self._checked_X:
-            return self._checked_X_ready
-        ready = self._check_X(X)
-        if ready is X:
-            self._checked_X, self._checked_X_ready = X, ready
-        return ready
-
-    def _check_training_Y(self, Y, m):
-        held, ready = self._checked_Y
-        if Y is held and ready.shape[1] == m:
-            return ready
-        ready = self._check_Y(Y, m)
-        if ready is Y:  # a converted copy would go stale, as for X
-            self._checked_Y = (Y, ready)
-        return ready
-
-    def _check_Y(self, Y, m, name="Y"):
+    def check_Y(self, Y, m, name="Y"):
+        """`Y` checked for this network: 0/1 labels of shape (n[L], m), one-hot for a softmax output."""
         Y = as_binary_labels(Y, name, self.dtype, (self.layer_dims[-1], m))
         if self.output == "softmax":
             bad = Y.sum(axis=0) != 1
@@ -285,88 +273,27 @@ class Network:
         return Y
 
     def _forward_into(self, X, ws, keep_prob=1.0, rng=None):
-        """Forward pass into the buffers of `ws`; returns A[L].
+        """:func:`dnnblocks.propagation.forward` with this network's parameters; returns A[L]."""
+        return propagation.forward(self._kernels, self.W, self.b, self.activations, X, ws, keep_prob, rng)
 
-        With ``keep_prob < 1`` (training only) the hidden activations get
-        inverted dropout, with masks drawn from `rng` into ``ws.M``.
+    def _backward_from_output(self, X, Y, ws, learning_rate=None, optimizer=None, l2=0.0,
+                              dropout=False):
+        """Cost (with the L2 term) of the forward pass in `ws`, then the backward pass.
+
+        Raises TrainingDivergedError, before any update, when a training
+        step's cost is not finite; see :func:`dnnblocks.propagation.backward`.
         """
-        k = self._kernels
-        A_prev = X
-        last = self.n_layers - 1
-        for l, activation in enumerate(self.activations):
-            if l == last and activation == "softmax":
-                # Logits into Z (A may alias Z for the identity), then the
-                # column-wise softmax into A.
-                k.linear_activation_forward(self.W[l], self.b[l], A_prev, "identity", ws.Z[l], ws.Z[l])
-                k.softmax_forward(ws.Z[l], ws.A[l])
-                break
-            k.linear_activation_forward(self.W[l], self.b[l], A_prev, activation, ws.Z[l], ws.A[l])
-            if keep_prob < 1.0 and l < last:
-                mask = ws.masks()[l]
-                rng.random(out=mask, dtype=mask.dtype)
-                k.dropout_forward(ws.A[l], mask, keep_prob)
-            A_prev = ws.A[l]
-        return ws.A[-1]
-
-    def _output_gradient(self, Y, ws):
-        """Cost of the last forward pass and dZ[L] into ws.D[-1], db[L] into its buffer."""
-        _, db = self._gradient_buffers()
-        kernel = (self._kernels.softmax_cross_entropy if self.output == "softmax"
-                  else self._kernels.sigmoid_cross_entropy)
-        return kernel(ws.Z[-1], ws.A[-1], Y, ws.D[-1], db[-1], 1.0 / ws.m)
-
-    def _l2_cost(self, l2, m):
-        """(l2 / 2m) * sum of squared weights (biases are not regularised)."""
-        total = 0.0
-        # Weights large enough to overflow make the cost inf, which the step
-        # reports as TrainingDivergedError: no RuntimeWarning on top of it.
-        with np.errstate(over="ignore", invalid="ignore"):
-            for w in self.W:
-                flat = w.reshape(-1)
-                total += float(np.dot(flat, flat))
-        return l2 / (2.0 * m) * total
-
-    def _backward_layers(self, X, ws, learning_rate=None, optimizer=None, weight_decay=0.0,
-                         dropout=False):
-        """Back-propagate dZ[L] (already in ws.D[-1]) through every layer.
-
-        With `learning_rate` and no `optimizer` the gradient-descent step is
-        fused into the dW GEMM and dW is never stored. With an `optimizer`,
-        dW is stored and each layer is updated as soon as its gradient is
-        ready (its weights are no longer needed by then). Without
-        `learning_rate` dW and db are kept for :attr:`grads` and :meth:`update`.
-        `weight_decay` is the L2 coefficient lambda/m; `dropout` says whether
-        the forward pass used the masks in ``ws.M``.
-        """
-        k = self._kernels
         dW, db = self._gradient_buffers()
-        inv_m = 1.0 / ws.m
-        activations = self.activations
-        for l in range(self.n_layers - 1, -1, -1):
-            if l < self.n_layers - 1:
-                A_cached = ws.A[l]
-                if dropout:
-                    k.dropout_backward(ws.D[l], ws.M[l])
-                    # ws.A[l] holds the dropped-out activation, not g(Z):
-                    # tanh' and sigmoid' must come from Z (relu's needs only Z).
-                    A_cached = None
-                # ws.D[l] holds dA[l]; turn it into dZ[l] in place, with db.
-                k.activation_backward(ws.D[l], ws.Z[l], A_cached, activations[l], ws.D[l], db[l], inv_m)
-            A_prev = X if l == 0 else ws.A[l - 1]
-            dA_prev = None if l == 0 else ws.D[l - 1]
-            if learning_rate is None:
-                k.linear_backward(ws.D[l], A_prev, self.W[l], dW[l], dA_prev, inv_m)
-                if weight_decay:
-                    # dW += (lambda/m) W, through the update kernel with a negative rate.
-                    k.gradient_descent_update(dW[l], self.W[l], -weight_decay)
-            elif optimizer is None:
-                k.linear_backward_update(ws.D[l], A_prev, self.W[l], dA_prev, inv_m, learning_rate,
-                                         weight_decay)
-                k.gradient_descent_update(self.b[l], db[l], learning_rate)
-            else:
-                k.linear_backward(ws.D[l], A_prev, self.W[l], dW[l], dA_prev, inv_m)
-                optimizer.update_layer(k, l, self.W[l], dW[l], self.b[l], db[l], learning_rate,
-                                       weight_decay)
+        cost = propagation.output_gradient(self._kernels, self.output, Y, ws, db[-1])
+        if l2:
+            cost += propagation.l2_cost(self.W, l2, ws.m)
+        if learning_rate is not None:
+            check_step_cost(cost, learning_rate)
+            if optimizer is not None:
+                optimizer.start_step(self.W, self.b)
+        propagation.backward(self._kernels, self.W, self.b, self.activations, X, ws, dW, db,
+                             learning_rate, optimizer, l2 / ws.m, dropout)
+        return cost
 
     # ------------------------------------------------------------ public API
     def forward(self, X):
@@ -383,7 +310,7 @@ class Network:
         AL : ndarray of shape (n[L], m)
             The output probabilities (a copy; the caches keep their own).
         """
-        X = self._check_X(X)
+        X = self.check_X(X)
         self._check_parameters()
         ws = self._workspace(X.shape[1])
         self._forward_into(X, ws)
@@ -414,12 +341,9 @@ class Network:
         if self._forward_state is None:
             raise RuntimeError("backward(Y) needs the caches of a forward(X) call first")
         X, ws = self._forward_state
-        Y = self._check_Y(Y, ws.m)
+        Y = self.check_Y(Y, ws.m)
         self._check_parameters()
-        cost = self._output_gradient(Y, ws)
-        if l2:
-            cost += self._l2_cost(l2, ws.m)
-        self._backward_layers(X, ws, weight_decay=l2 / ws.m)
+        cost = self._backward_from_output(X, Y, ws, l2=l2)
         self._have_grads = True
         return cost
 
@@ -488,14 +412,19 @@ class Network:
         keep_prob = 1.0 - _check_dropout(dropout)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")
-        X = self._check_training_X(X)
+        X = self._inputs.X(X, self.check_X)
         m = X.shape[1]
-        Y = self._check_training_Y(Y, m)
-        return self._train_step(X, Y, learning_rate, optimizer, l2, keep_prob,
-                                self._rng if rng is None else rng)
+        Y = self._inputs.Y(Y, m, self.check_Y)
+        return self.validated_step(X, Y, learning_rate, optimizer, l2, keep_prob,
+                                   self._rng if rng is None else rng)
 
-    def _train_step(self, X, Y, learning_rate, optimizer, l2, keep_prob, rng):
-        """:meth:`step` on validated arguments (the training loop's entry point)."""
+    def validated_step(self, X, Y, learning_rate, optimizer, l2, keep_prob, rng):
+        """:meth:`step` on arguments already checked: the training loop's entry point.
+
+        `X` and `Y` as :meth:`step` returns them from its checks, `optimizer`
+        None for plain gradient descent, `keep_prob` = 1 - dropout, `rng` a
+        Generator. Nothing is checked again but the parameters.
+        """
         ws = self._workspace(X.shape[1])
         if optimizer is None and keep_prob == 1.0 and self.output == "sigmoid":
             return self._fused_step(X, Y, learning_rate, l2, ws)
@@ -503,14 +432,7 @@ class Network:
         self._forward_into(X, ws, keep_prob, rng)
         self._forward_state = (X, ws)
         self._have_grads = False
-        cost = self._output_gradient(Y, ws)
-        if l2:
-            cost += self._l2_cost(l2, ws.m)
-        check_step_cost(cost, learning_rate)
-        if optimizer is not None:
-            optimizer.start_step(self.W, self.b)
-        self._backward_layers(X, ws, learning_rate, optimizer, l2 / ws.m, keep_prob < 1.0)
-        return cost
+        return self._backward_from_output(X, Y, ws, learning_rate, optimizer, l2, keep_prob < 1.0)
 
     def _fused_step(self, X, Y, learning_rate, l2, ws):
         """Plain gradient descent as one backend call (``make_training_step``).
@@ -519,10 +441,9 @@ class Network:
         caches of this step are not kept: :attr:`caches` shows the workspace's
         buffers but their values are those of the last :meth:`forward`.
         """
-        fused = ws.fused
-        if fused is None or not fused.uses(self.W, self.b):
-            self._check_parameters(writeable=True)
-            fused = ws.fused = self._kernels.make_training_step(self.W, self.b, self.activations, ws.m)
+        fused = propagation.fused_training_step(
+            self._kernels, self.W, self.b, self.activations, ws,
+            before_build=lambda: self._check_parameters(writeable=True))
         self._forward_state = (X, ws)
         self._have_grads = False
         cost = fused.run(X, Y, learning_rate, l2)
@@ -535,10 +456,8 @@ class Network:
         See :func:`dnnblocks.profiling.profile`; the network's parameters are
         left as they were.
         """
-        from .profiling import profile
-
-        return profile(self, X, Y, learning_rate=learning_rate, repeats=repeats,
-                       print_table=print_table)
+        return profiling.profile(self, X, Y, learning_rate=learning_rate, repeats=repeats,
+                                 print_table=print_table)
 
     def fit(self, X, Y, **options):
         """Train on (X, Y): epochs of (mini-)batches with any optimizer.
@@ -553,9 +472,7 @@ class Network:
         history : dnnblocks.training.History
             Cost per epoch and, with validation, the validation scores.
         """
-        from .training import train
-
-        return train(self, X, Y, **options)
+        return training.train(self, X, Y, **options)
 
     def predict_proba(self, X):
         """Output probabilities for X (n[0], m), without touching the training caches.
@@ -563,18 +480,18 @@ class Network:
         Returns an (n[L], m) array: sigmoid outputs, or for a softmax output
         the class probabilities of each column (they sum to 1).
         """
-        X = self._check_X(X)
+        X = self.check_X(X)
         self._check_parameters()
         # Private buffers: prediction may run while another thread trains or
         # predicts with the same network.
-        ws = _Workspace(self.layer_dims, X.shape[1], self.dtype)
+        ws = Workspace(self.layer_dims, X.shape[1], self.dtype)
         return self._forward_into(X, ws)
 
     def decision_function(self, X):
         """The output logits Z[L] for X, shape (n[L], m): what the output activation is applied to."""
-        X = self._check_X(X)
+        X = self.check_X(X)
         self._check_parameters()
-        ws = _Workspace(self.layer_dims, X.shape[1], self.dtype)
+        ws = Workspace(self.layer_dims, X.shape[1], self.dtype)
         self._forward_into(X, ws)
         return ws.Z[-1]
 
@@ -595,17 +512,14 @@ class Network:
         With `l2` the L2 term ``(l2 / 2m) sum ||W||^2`` is added.
         """
         l2 = _check_l2(l2)
-        X = self._check_X(X)
-        Y = self._check_Y(Y, X.shape[1])
+        X = self.check_X(X)
+        Y = self.check_Y(Y, X.shape[1])
         self._check_parameters()
-        ws = _Workspace(self.layer_dims, X.shape[1], self.dtype)
+        ws = Workspace(self.layer_dims, X.shape[1], self.dtype)
         self._forward_into(X, ws)
-        db = np.empty_like(self.b[-1])
-        kernel = (self._kernels.softmax_cross_entropy if self.output == "softmax"
-                  else self._kernels.sigmoid_cross_entropy)
-        cost = kernel(ws.Z[-1], ws.A[-1], Y, ws.D[-1], db, 1.0 / ws.m)
+        cost = propagation.output_gradient(self._kernels, self.output, Y, ws, np.empty_like(self.b[-1]))
         if l2:
-            cost += self._l2_cost(l2, ws.m)
+            cost += propagation.l2_cost(self.W, l2, ws.m)
         return cost
 
     def save(self, path):
@@ -613,15 +527,18 @@ class Network:
 
         Read it back with :func:`dnnblocks.load`. See :mod:`dnnblocks.model_io`.
         """
+        # model_io (the file format) builds Networks when it loads: imported here, not at the top.
         from .model_io import save_network
 
         return save_network(self, path)
 
     # ------------------------------------------------------- copy and pickle
-    def _snapshot(self):
+    def snapshot(self):
+        """A copy of the parameters, ``(W copies, b copies)``, for :meth:`restore`."""
         return [w.copy() for w in self.W], [b.copy() for b in self.b]
 
-    def _restore(self, snapshot):
+    def restore(self, snapshot):
+        """Copy the parameters of a :meth:`snapshot` back into `W` and `b` (in place)."""
         W, b = snapshot
         for dst, src in zip(self.W + self.b, W + b):
             np.copyto(dst, src)
@@ -634,9 +551,7 @@ class Network:
         state["_dW"] = state["_db"] = None
         state["_forward_state"] = None
         state["_have_grads"] = False
-        state["_checked_X"] = None
-        state["_checked_X_ready"] = None
-        state["_checked_Y"] = (None, None)
+        state["_inputs"] = _CheckedInputs()
         return state
 
     def __setstate__(self, state):

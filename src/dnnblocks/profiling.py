@@ -30,6 +30,8 @@ from time import perf_counter
 
 import numpy as np
 
+from ._validation import check_learning_rate, check_positive_int
+
 #: Column labels of :attr:`ProfileResult.blocks`.
 BLOCK_LABELS = ("linear", "activation", "mask+sum", "dA GEMM", "dW GEMM", "update")
 _GEMM_COLUMNS = (0, 3, 4)
@@ -192,17 +194,15 @@ def profile(net, X, Y, learning_rate=0.01, repeats=20, print_table=True):
     -------
     ProfileResult
     """
-    from ._validation import check_learning_rate, check_positive_int
-
     learning_rate = check_learning_rate(learning_rate)
     repeats = check_positive_int(repeats, "repeats")
     if getattr(net, "output", "sigmoid") != "sigmoid":
         raise ValueError("profile() times the sigmoid-output gradient-descent step; "
                          f"this network's output is {net.output!r}")
-    X = net._check_X(X)
+    X = net.check_X(X)
     m = X.shape[1]
-    Y = net._check_training_Y(Y, m)
-    k = net._kernels
+    Y = net.check_Y(Y, m)
+    k = net.kernels
     saved = [a.copy() for a in net.W + net.b]
     try:
         fused = k.make_training_step(net.W, net.b, net.activations, m)

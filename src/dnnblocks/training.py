@@ -67,9 +67,8 @@ class History:
     steps_completed : int
         Optimizer steps completed, including those of an epoch that an
         exception cut short.
-    samples_seen : int or None
-        Training examples in those completed steps (None when the loop that
-        filled this history does not count them).
+    samples_seen : int
+        Training examples in those completed steps.
 
     When training stops with an exception (Ctrl-C, a callback's exception,
     :class:`~dnnblocks.exceptions.TrainingDivergedError`, ...), the history
@@ -91,7 +90,7 @@ class History:
         self.best_epoch = None
         self.stop_reason = "max_epochs"
         self.steps_completed = 0
-        self.samples_seen = None
+        self.samples_seen = 0
 
     def __repr__(self):
         last = f"{self.cost[-1]:.6g}" if self.cost else "n/a"
@@ -102,9 +101,9 @@ class History:
 class _EpochTracker:
     """The end-of-epoch bookkeeping of a training loop: records and stopping rules.
 
-    Shared by :func:`train` and the distributed loop of
-    :mod:`dnnblocks.dask_support`, so that both keep the same history and
-    stop (tol / n_iter_no_change / early stopping) by the same rules.
+    Used by :func:`train_on_source` for every data source, so that all keep
+    the same history and stop (tol / n_iter_no_change / early stopping) by
+    the same rules.
 
     Parameters
     ----------
@@ -147,7 +146,7 @@ class _EpochTracker:
             self._no_improvement = self._no_improvement + 1 if score < self._best_score + self.tol else 0
             if score > self._best_score:
                 self._best_score = score
-                self._best_weights = self.net._snapshot()
+                self._best_weights = self.net.snapshot()
                 self.history.best_epoch = epoch
         elif self.tol is not None:
             self._no_improvement = self._no_improvement + 1 if cost > self._best_cost - self.tol else 0
@@ -163,7 +162,7 @@ class _EpochTracker:
     def restore_best(self):
         """Under early stopping, put back the weights of the best epoch."""
         if self._best_weights is not None:
-            self.net._restore(self._best_weights)
+            self.net.restore(self._best_weights)
 
 
 class _Batches:
@@ -228,6 +227,78 @@ class _Batches:
         b = self.batch_size
         for start in range(0, self.m, b):
             yield self._gather(self.idx[start:start + b])
+
+
+class InMemoryData:
+    """The in-memory data source of :func:`train_on_source`: mini-batches of (X, Y) and the steps over them.
+
+    A data source is what the training loop runs epochs over. It has
+
+    * ``n_examples`` (training examples per epoch), ``n_batches`` (steps per
+      epoch) and ``has_validation``;
+    * ``thread_limit(blas_threads)``: the BLAS thread count for the loop's
+      process (see :func:`dnnblocks.backend.blas_threads_policy`), or None;
+    * ``batches(epoch)``: an iterable of the batches of epoch number `epoch`
+      (counted from 0 over every run of the model), objects only ``step``
+      reads; a batch may be valid only until the next one is drawn (the
+      in-memory batches share buffers);
+    * ``step(batch, learning_rate)``: one optimizer step of the network on a
+      batch, returning ``(cost, rows)``, the mean cost before the update and
+      the examples in the step; it raises
+      :class:`~dnnblocks.exceptions.TrainingDivergedError` before updating
+      anything when the cost is not finite;
+    * ``evaluate()``: ``(cost, accuracy)`` on the validation set, without
+      dropout or the L2 term.
+
+    Parameters
+    ----------
+    net : dnnblocks.Network
+    X, Y : ndarray
+        Checked by the network (``(n[0], m)`` C- or F-ordered, ``(n[L], m)``).
+    batch_size : int or None
+        None is full batch.
+    indices : array of int, optional
+        The columns to train on (the others are validation), in order.
+    optimizer : Optimizer or None
+        None is plain gradient descent (the fused step).
+    l2 : float
+    keep_prob : float
+        1 - dropout.
+    rng : numpy.random.Generator
+        Shuffles the batches and draws the dropout masks.
+    shuffle : bool
+    validation : (X_val, Y_val) or None
+    """
+
+    def __init__(self, net, X, Y, *, batch_size, indices=None, optimizer=None, l2=0.0, keep_prob=1.0,
+                 rng, shuffle=True, validation=None):
+        self.net = net
+        self._batches = _Batches(X, Y, batch_size, indices)
+        self.n_examples = self._batches.m
+        self.n_batches = self._batches.n_batches
+        self.optimizer, self.l2, self.keep_prob = optimizer, l2, keep_prob
+        self.rng, self.shuffle = rng, shuffle
+        self.validation = validation
+
+    @property
+    def has_validation(self):
+        return self.validation is not None
+
+    def thread_limit(self, blas_threads):
+        return backend.blas_threads_policy(self.net.layer_dims, self._batches.batch_size, blas_threads)
+
+    def batches(self, epoch):
+        return self._batches.epoch(self.rng, self.shuffle)
+
+    def step(self, batch, learning_rate):
+        xb, yb = batch
+        cost = self.net.validated_step(xb, yb, learning_rate, self.optimizer, self.l2, self.keep_prob,
+                                       self.rng)
+        return cost, xb.shape[1]
+
+    def evaluate(self):
+        X_val, Y_val = self.validation
+        return self.net.cost(X_val, Y_val), accuracy(self.net, X_val, Y_val)
 
 
 def _labels_of(net, Y):
@@ -451,8 +522,8 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     opt = get_optimizer(optimizer, **optimizer_options)
     step_optimizer = None if opt.name == "sgd" else opt
     rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
-    X = net._check_X(X)
-    Y = net._check_Y(Y, X.shape[1])
+    X = net.check_X(X)
+    Y = net.check_Y(Y, X.shape[1])
     if validation_fraction is not None and validation_data is not None:
         raise ValueError("give validation_fraction or validation_data, not both")
     train_idx = None
@@ -465,93 +536,96 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
         Y_val = np.ascontiguousarray(Y[:, val_idx])
     elif validation_data is not None:
         X_val, Y_val = validation_data
-        X_val = net._check_X(X_val, "X_val")
-        Y_val = net._check_Y(Y_val, X_val.shape[1], "Y_val")
+        X_val = net.check_X(X_val, "X_val")
+        Y_val = net.check_Y(Y_val, X_val.shape[1], "Y_val")
     if early_stopping and X_val is None:
         raise ValueError("early_stopping needs validation_fraction or validation_data")
 
-    batches = _Batches(X, Y, batch_size, train_idx)
+    source = InMemoryData(net, X, Y, batch_size=batch_size, indices=train_idx,
+                          optimizer=step_optimizer, l2=l2, keep_prob=1.0 - dropout, rng=rng,
+                          shuffle=shuffle, validation=None if X_val is None else (X_val, Y_val))
+    return train_on_source(net, source, epochs=epochs, learning_rate=learning_rate,
+                           schedule=schedule, decay_rate=decay_rate, early_stopping=early_stopping,
+                           tol=tol, n_iter_no_change=n_iter_no_change, verbose=verbose,
+                           start_epoch=start_epoch, callback=callback, stream=stream,
+                           blas_threads=blas_threads)
+
+
+def train_on_source(net, source, *, epochs, learning_rate, schedule="constant", decay_rate=1.0,
+                    early_stopping=False, tol=None, n_iter_no_change=10, verbose=0, start_epoch=0,
+                    callback=None, stream=None, blas_threads=None, step_callback=None):
+    """The training loop: up to `epochs` epochs of `source`'s steps, with the guard, history and stops.
+
+    :func:`train` runs it over an :class:`InMemoryData`; a distributed fit
+    runs it over the Dask data source. The options mean what they mean for
+    :func:`train`, whose checks they have passed. `source` follows the
+    data-source protocol described in :class:`InMemoryData`.
+
+    Parameters
+    ----------
+    net : dnnblocks.Network
+        The network `source` steps (guarded, snapshotted for early stopping).
+    source : data source
+    step_callback : callable, optional
+        ``step_callback(n)`` after the n-th completed step of this call.
+
+    Returns
+    -------
+    History
+        See :func:`train` for the history an exception carries.
+    """
+    if early_stopping and not source.has_validation:
+        raise ValueError("early_stopping needs validation_fraction or validation_data")
     history = History()
-    history.n_examples = batches.m
+    history.n_examples = source.n_examples
     tracker = _EpochTracker(net, history, early_stopping=early_stopping, tol=tol,
                             n_iter_no_change=n_iter_no_change)
     progress = Progress(epochs, verbose, stream) if verbose else None
-    keep_prob = 1.0 - dropout
-    threads = backend.blas_threads_policy(net.layer_dims, batches.batch_size, blas_threads)
-    history.samples_seen = 0
+    threads = source.thread_limit(blas_threads)
     # (steps, samples) at the end of each completed epoch, to cut the record
     # back if a divergence restores the weights of an earlier epoch.
     epoch_ends = [(0, 0)]
-
-    last = [None, 0]  # cost and size of the last completed step
-
-    def counted_step(xb, *args):
-        # Counts a step once its update is complete: a held Ctrl-C is raised
-        # by the guard after this returns, and that step's update is kept.
-        last[0] = None
-        cost = net._train_step(xb, *args)
-        history.steps_completed += 1
-        history.samples_seen += xb.shape[1]
-        last[0], last[1] = cost, xb.shape[1]
-        return cost
-
     # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
     guard = TrainingGuard(net)
-    # Entered last before the try, so that its finally always restores the counts.
-    thread_limit = backend.limit_blas_threads(threads)
-    thread_limit.__enter__()
     try:
         try:
-            for epoch in range(epochs):
-                lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
-                total = 0.0
-                first_step = history.steps_completed
-                try:
-                    for xb, yb in batches.epoch(rng, shuffle):
-                        total += guard.step(counted_step, xb, yb, lr, step_optimizer, l2, keep_prob, rng) * xb.shape[1]
-                except KeyboardInterrupt:
-                    # A Ctrl-C held until the epoch's last step completed: the
-                    # epoch is whole, record it (its cost came back to counted_step).
-                    if history.steps_completed - first_step == batches.n_batches and last[0] is not None:
-                        tracker.epoch_done((total + last[0] * last[1]) / batches.m, lr)
-                        epoch_ends.append((history.steps_completed, history.samples_seen))
-                    raise
-                cost = total / batches.m
-                tracker.epoch_done(cost, lr)
-                epoch_ends.append((history.steps_completed, history.samples_seen))
-                guard.epoch_done(history.n_epochs)
-                extra = {}
-                score = None
-                if X_val is not None:
-                    val_cost = net.cost(X_val, Y_val)
-                    score = accuracy(net, X_val, Y_val)
-                    extra = tracker.validated(val_cost, score)
-                if progress is not None:
-                    progress.update(epoch + 1, cost, **extra)
-                tracker.update(epoch, cost, score)
-                if callback is not None and callback(epoch, history):
-                    history.stop_reason = "callback"
-                    break
-                if tracker.should_stop():
-                    break
-            # Only on a normal end: an interrupted run keeps its last completed step.
-            tracker.restore_best()
+            with backend.limit_blas_threads(threads):
+                for epoch in range(epochs):
+                    lr = learning_rate_at(learning_rate, start_epoch + epoch, schedule, decay_rate)
+                    cost = _run_epoch(source, guard, tracker, start_epoch + epoch, lr, step_callback)
+                    tracker.epoch_done(cost, lr)
+                    epoch_ends.append((history.steps_completed, history.samples_seen))
+                    guard.epoch_done(history.n_epochs)
+                    extra = {}
+                    score = None
+                    if source.has_validation:
+                        val_cost, score = source.evaluate()
+                        extra = tracker.validated(val_cost, score)
+                    if progress is not None:
+                        progress.update(epoch + 1, cost, **extra)
+                    tracker.update(epoch, cost, score)
+                    if callback is not None and callback(epoch, history):
+                        history.stop_reason = "callback"
+                        break
+                    if tracker.should_stop():
+                        break
+                # Only on a normal end: an interrupted run keeps its last completed step.
+                tracker.restore_best()
         finally:
             guard.close()
     except BaseException as exc:
         # The record of the completed epochs goes with the exception, so that
         # callers (DNNClassifier) keep it in step with the weights.
-        if isinstance(exc, TrainingDivergedError) and guard._checkpoint_epoch < history.n_epochs:
-            # The guard put back the weights after epoch _checkpoint_epoch:
+        if isinstance(exc, TrainingDivergedError) and guard.checkpoint_epoch < history.n_epochs:
+            # The guard put back the weights after epoch checkpoint_epoch:
             # the later epochs are undone, so is their record.
-            _truncate(history, guard._checkpoint_epoch, epoch_ends[guard._checkpoint_epoch])
+            _truncate(history, guard.checkpoint_epoch, epoch_ends[guard.checkpoint_epoch])
         try:
             exc.dnnblocks_history = history
         except (AttributeError, TypeError):  # an exception class that takes no attributes
             pass
         raise
     finally:
-        thread_limit.__exit__(None, None, None)
         if progress is not None:
             message = None
             if history.stop_reason == "early_stopping":
@@ -564,6 +638,35 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     return history
 
 
+def _run_epoch(source, guard, tracker, epoch, learning_rate, step_callback):
+    """The steps of one epoch; returns its cost (the mean over its examples of the cost before each step).
+
+    Every completed step is counted in `history` before a Ctrl-C held
+    during it is raised, so an interrupted run's record matches its weights;
+    an epoch whose last step completed is recorded before the interrupt
+    goes on.
+    """
+    history = tracker.history
+    total, seen, steps = 0.0, 0, 0
+    try:
+        for batch in source.batches(epoch):
+            cost, rows = guard.step(source.step, batch, learning_rate)
+            steps += 1
+            history.steps_completed += 1
+            history.samples_seen += rows
+            if rows:  # a distributed batch may be empty (its cost is then NaN)
+                total += cost * rows
+                seen += rows
+            if step_callback is not None:
+                step_callback(history.steps_completed)
+            guard.deliver_interrupt()
+    except KeyboardInterrupt:
+        if steps == source.n_batches:  # the epoch is whole: record it
+            tracker.epoch_done(total / seen, learning_rate)
+        raise
+    return total / seen
+
+
 def _truncate(history, n_epochs, ends):
     """Cut `history` back to its first `n_epochs` epochs, `ends` the (steps, samples) after them."""
     for name in ("cost", "learning_rate", "validation_cost", "validation_score"):
@@ -574,4 +677,5 @@ def _truncate(history, n_epochs, ends):
         history.best_epoch = None
 
 
-__all__ = ["History", "Progress", "SCHEDULES", "accuracy", "learning_rate_at", "split_validation", "train"]
+__all__ = ["History", "InMemoryData", "Progress", "SCHEDULES", "accuracy", "learning_rate_at",
+           "split_validation", "train", "train_on_source"]
