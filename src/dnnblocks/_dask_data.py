@@ -3,7 +3,7 @@
 :class:`DistributedData` holds a fit's row blocks, validated and encoded on
 the workers, as one shard per worker thread, and follows the data-source
 protocol of :func:`dnnblocks.training.train_on_source`: every ``step``
-broadcasts the parameters once, each shard computes the gradient *sums* of
+sends the parameters once to each worker (inside a task), each shard computes the gradient *sums* of
 its rows with :func:`dnnblocks.propagation.gradient`, one array per worker
 comes back, and the driver applies the optimizer step with the very
 optimizer object and kernels of in-memory training (L2 added there, once).
@@ -426,7 +426,7 @@ def _combine(*results):
 
 
 def _parameters(flat):
-    """The parameters of a step, as a task on a worker (see ``_DistributedData._broadcast``)."""
+    """The parameters of a step, as a task on a worker (see ``DistributedData._broadcast``)."""
     return flat
 
 
@@ -486,7 +486,8 @@ class DistributedData:
     (``batch_size=None``) computes exactly the in-memory gradient; with
     mini-batches, step k of an epoch takes the k-th slice of a seeded
     per-block permutation from *every* block (each block contributes about
-    ``rows_in_block / n_batches`` rows, every row once per epoch).
+    ``rows_in_block / n_batches`` rows, every row once per epoch; a block
+    with fewer rows than batches deals its rows out in turn, so no step is empty).
 
     Parameters
     ----------
