@@ -3,7 +3,7 @@
 :class:`DistributedData` holds a fit's row blocks, validated and encoded on
 the workers, as one shard per worker thread, and follows the data-source
 protocol of :func:`dnnblocks.training.train_on_source`: every ``step``
-broadcasts the parameters once, each shard computes the gradient *sums* of
+sends the parameters once to each worker (inside a task), each shard computes the gradient *sums* of
 its rows with :func:`dnnblocks.propagation.gradient`, one array per worker
 comes back, and the driver applies the optimizer step with the very
 optimizer object and kernels of in-memory training (L2 added there, once).
@@ -21,11 +21,14 @@ Importing this module does not import dask; its functions do, and raise an
 ImportError that names the ``dnnblocks[dask]`` extra when it is missing.
 """
 
+import asyncio
 import math
 import threading
 import time
 import uuid
+import warnings
 from collections import OrderedDict
+from concurrent.futures import CancelledError
 
 import numpy as np
 
@@ -39,8 +42,12 @@ class DistributedFitError(RuntimeError):
 
     Raised when a step fails on the cluster after Dask's own retries (a worker
     lost more often than ``distributed.scheduler.allowed-failures`` allows,
-    the scheduler gone, ...). The model keeps the parameters, optimizer state
-    and history of the last completed step; the original exception is the
+    the scheduler gone, ...), or when a step, its retries included, lasts
+    longer than the dask config ``dnnblocks.step-timeout`` (300 s unless set,
+    e.g. ``dask.config.set({"dnnblocks.step-timeout": "10 minutes"})``; None:
+    no limit), as it does when a worker stalls without dying. The model keeps
+    the parameters, optimizer state and history of the last completed step;
+    the original exception (a ``TimeoutError`` for the time limit) is the
     ``__cause__``.
 
     Attributes
@@ -55,6 +62,10 @@ class DistributedFitError(RuntimeError):
 
 
 # ----------------------------------------------------------------- detection
+class _StepTimeout(TimeoutError):
+    """A step outlasted ``dnnblocks.step-timeout`` (the cause of the DistributedFitError)."""
+
+
 def is_dask_collection(x):
     """True if `x` is a dask collection (array, DataFrame, Series, ...).
 
@@ -246,9 +257,21 @@ class _ShardState:
             self.workspaces.popitem(last=False)
         return ws
 
-    def batch_rows(self, index, m, epoch, k, n_batches, shuffle, seed):
-        """Row numbers of block `index` (m rows) that go into batch k of the epoch."""
-        lo, hi = (k * m) // n_batches, ((k + 1) * m) // n_batches
+    def batch_rows(self, index, m, epoch, k, n_batches, shuffle, seed, start=None):
+        """Row numbers of block `index` (m rows) that go into batch k of the epoch.
+
+        A block of at least `n_batches` rows gives every batch its k-th slice.
+        A smaller one would leave the same batches empty in every block of its
+        size, so its rows are dealt out instead: its j-th row goes to batch
+        ``(start + j) % n_batches``, `start` being the training rows of the
+        blocks before it, so that consecutive small blocks fill the batches in
+        turn and no step of an epoch is empty.
+        """
+        if start is not None and m < n_batches:
+            lo = (k - start) % n_batches
+            hi = lo + 1 if lo < m else lo
+        else:
+            lo, hi = (k * m) // n_batches, ((k + 1) * m) // n_batches
         if not shuffle:
             return np.arange(lo, hi)
         if self.perm_key != (seed, epoch):
@@ -326,12 +349,14 @@ def _gradient(state, X, Y, keep_prob, rng):
                                 state.workspace(X.shape[1]), state.dW, state.db, keep_prob, rng)
 
 
-def _shard_gradient(shard, flat_params, fit_key, spec, plan):
+def _shard_gradient(shard, flat_params, fit_key, spec, plan, block_starts=None):
     """Gradient *sums* of one shard at the given parameters.
 
     Returns ``(flat sums, cost sum, rows, wall seconds, CPU seconds)``; the
     times (of this thread) tell compute from waiting in the driver's stats.
-    `plan` is ``(epoch, k, n_batches, shuffle, seed, keep_prob, step)``.
+    `plan` is ``(epoch, k, n_batches, shuffle, seed, keep_prob, step)``;
+    `block_starts` maps the blocks smaller than the batch count to their first
+    row's place among the training rows (see ``_ShardState.batch_rows``).
     """
     wall, cpu = time.perf_counter(), time.thread_time()
     shard_id, parts = shard
@@ -350,7 +375,8 @@ def _shard_gradient(shard, flat_params, fit_key, spec, plan):
         cost_sum, count = 0.0, 0
         for index, X, Y, _, _ in parts:
             if n_batches > 1:
-                rows = state.batch_rows(index, X.shape[0], epoch, k, n_batches, shuffle, seed)
+                rows = state.batch_rows(index, X.shape[0], epoch, k, n_batches, shuffle, seed,
+                                        None if block_starts is None else block_starts.get(index))
                 X, Y = np.take(X, rows, axis=0), np.take(Y, rows, axis=1)
             m = X.shape[0]
             if m == 0:
@@ -399,7 +425,18 @@ def _combine(*results):
     return (total, *rest)
 
 
+def _parameters(flat):
+    """The parameters of a step, as a task on a worker (see ``DistributedData._broadcast``)."""
+    return flat
+
+
 def _call_block(block, model, method):
+    if block.shape[0] == 0:
+        # The estimator refuses an empty input, as in memory, but an empty
+        # chunk is an ordinary part of a dask array (a filter, a concatenation,
+        # a partition with no rows): its result is empty, with the trailing
+        # shape and the dtype of any other block's.
+        return getattr(model, method)(np.zeros((1, block.shape[1])))[:0]
     return getattr(model, method)(block)
 
 
@@ -449,7 +486,8 @@ class DistributedData:
     (``batch_size=None``) computes exactly the in-memory gradient; with
     mini-batches, step k of an epoch takes the k-th slice of a seeded
     per-block permutation from *every* block (each block contributes about
-    ``rows_in_block / n_batches`` rows, every row once per epoch).
+    ``rows_in_block / n_batches`` rows, every row once per epoch; a block
+    with fewer rows than batches deals its rows out in turn, so no step is empty).
 
     Parameters
     ----------
@@ -481,6 +519,7 @@ class DistributedData:
         import dask
         from distributed import futures_of, wait
 
+        self.step_timeout = self._configured_step_timeout()  # bad config: refused before any work
         self.client = client
         self.net = net
         self.optimizer, self.l2, self.keep_prob = optimizer, l2, keep_prob
@@ -490,6 +529,8 @@ class DistributedData:
                      net.backend)
         self.layout = _Layout(net.layer_dims)
         self._params = None
+        self._param_version = 0
+        self._starts = (None, None)  # (n_batches, starts of the blocks smaller than n_batches)
         self._n_steps = 0
         self.step_seconds, self.compute_seconds, self.cpu_seconds = [], [], []
 
@@ -541,9 +582,11 @@ class DistributedData:
             holders = where.get(f.key) or [target[i]]
             per_worker.setdefault(holders[0], []).append(i)
         self.shards, self.groups, self.shard_rows = [], [], []
+        self.group_workers = []  # where each group's parameters are sent first
         for a, blocks in per_worker.items():
             if not blocks:
                 continue
+            self.group_workers.append(a)
             n_sh = min(nthreads.get(a, 1), len(blocks))
             group = []
             for j in range(n_sh):
@@ -577,10 +620,25 @@ class DistributedData:
 
     # ------------------------------------------------------------- steps
     def _broadcast(self):
-        """The current parameters as one future on every worker (sent once per change)."""
+        """The current parameters as one small task per worker (made anew once per change).
+
+        Tasks, not ``client.scatter(..., broadcast=True)``: a broadcast scatter
+        can wait for ever on a worker that died during the replication
+        (dask/distributed#5704), and scattered data lost with the worker that
+        held it cannot be rebuilt ("lost dependencies"). A task keeps its input
+        on the scheduler, so a copy lost with a worker is made again elsewhere.
+        """
         if self._params is None:
             flat = self.layout.pack(self.net.W, self.net.b)
-            self._params = self.client.scatter(flat, broadcast=True, hash=False)
+            self._param_version += 1
+            stem = f"dnnblocks-params-{self.fit_key}-{self._param_version}"
+            with warnings.catch_warnings():
+                # The parameters are the payload: a large one is expected here.
+                warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+                self._params = [
+                    self.client.submit(_parameters, flat, key=f"{stem}-{w}", workers=[address],
+                                       allow_other_workers=True)
+                    for w, address in enumerate(self.group_workers)]
             self.param_bytes = flat.nbytes
         return self._params
 
@@ -589,35 +647,126 @@ class DistributedData:
     #: itself, up to ``distributed.scheduler.allowed-failures``.
     COMM_ATTEMPTS = 4
 
+    #: Seconds a step (or a validation pass), its retries included, may last
+    #: before the fit stops with DistributedFitError; the dask config key
+    #: ``dnnblocks.step-timeout`` (seconds, a string such as "10 minutes", or
+    #: None for no limit) overrides it.
+    STEP_TIMEOUT = 300.0
+    STEP_TIMEOUT_KEY = "dnnblocks.step-timeout"
+
+    #: Seconds the workers get to drop the fit's cached networks at its end.
+    FORGET_SECONDS = 5.0
+
+    @classmethod
+    def _configured_step_timeout(cls):
+        """``dnnblocks.step-timeout`` from the dask config, in seconds (None: no limit)."""
+        import dask
+        from dask.utils import parse_timedelta
+
+        value = dask.config.get(cls.STEP_TIMEOUT_KEY, cls.STEP_TIMEOUT)
+        if value is None:
+            return None
+        seconds = None
+        if not isinstance(value, bool):
+            try:
+                seconds = float(parse_timedelta(value, default="s"))
+            except (TypeError, ValueError, KeyError, AttributeError):  # not a duration
+                pass
+        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"the dask config {cls.STEP_TIMEOUT_KEY} must be a positive number of "
+                             f"seconds, a duration such as '10 minutes', or None; got {value!r}")
+        return seconds
+
     def _run(self, function, args, tag):
         """Run `function(shard, params, *args)` on every shard; gather the per-worker sums.
 
         Nothing on the driver changes until the results are in, so a step
-        whose communication fails is simply run again.
+        whose communication fails, or whose parameters were lost with a
+        worker, is simply run again (with the parameters sent anew). The whole
+        of it, retries included, lasts at most ``self.step_timeout`` seconds.
         """
+        deadline = None if self.step_timeout is None else time.monotonic() + self.step_timeout
         for attempt in range(self.COMM_ATTEMPTS):
             try:
-                return self._run_once(function, args, tag, attempt)
-            except OSError:  # CommClosedError, TimeoutError, connection refused, ...
-                if attempt == self.COMM_ATTEMPTS - 1:
-                    raise
+                return self._run_once(function, args, tag, attempt, deadline)
+            # CommClosedError, connection refused, ...; CancelledError: the
+            # scheduler forgot a task the step needs ("lost dependencies").
+            except (OSError, CancelledError) as exc:
                 self._params = None
-                time.sleep(0.5 * 2**attempt)
+                if isinstance(exc, _StepTimeout):
+                    raise
+                pause = 0.5 * 2**attempt
+                if self._timed_out(deadline, pause):
+                    raise self._timeout_error(tag) from exc
+                # A shard Dask gave up on (its source data gone with a worker,
+                # e.g. scattered): no retry can bring it back.
+                lost = [shard.key for shard in self.shards if shard.status == "cancelled"]
+                if lost or attempt == self.COMM_ATTEMPTS - 1:
+                    if lost:
+                        raise RuntimeError(
+                            f"the cluster lost the prepared row blocks of {len(lost)} shard(s) and "
+                            f"cannot rebuild them ({type(exc).__name__}: {exc})") from exc
+                    raise
+                time.sleep(pause)
 
-    def _run_once(self, function, args, tag, attempt):
+    @staticmethod
+    def _timed_out(deadline, margin=0.0):
+        return deadline is not None and time.monotonic() + margin >= deadline
+
+    def _timeout_error(self, tag):
+        # No question to the cluster here: the scheduler itself may be gone.
+        what = "step" if tag == "grad" else "validation pass"
+        return _StepTimeout(f"a {what} did not complete within {self.step_timeout:g} s (a worker "
+                            f"stalled or unreachable?); the limit is the dask config "
+                            f"{self.STEP_TIMEOUT_KEY}")
+
+    def _run_once(self, function, args, tag, attempt, deadline=None):
         params = self._broadcast()
         submit = self.client.submit
         stem = f"{self.fit_key}-{self._n_steps}"
-        tasks = [submit(function, shard, params, *args, key=f"dnnblocks-{tag}-{stem}-{j}-{attempt}")
-                 for j, shard in enumerate(self.shards)]
+        tasks = [None] * len(self.shards)
         per_worker = []
         for w, group in enumerate(self.groups):
+            for j in group:
+                tasks[j] = submit(function, self.shards[j], params[w], *args,
+                                  key=f"dnnblocks-{tag}-{stem}-{j}-{attempt}")
             if len(group) == 1:
                 per_worker.append(tasks[group[0]])
             else:
                 per_worker.append(submit(_combine, *[tasks[j] for j in group],
                                          key=f"dnnblocks-{tag}sum-{stem}-{w}-{attempt}"))
-        return self.client.gather(per_worker)
+        if deadline is None:
+            return self.client.gather(per_worker)
+        try:
+            # A bounded wait: a lost worker may be noticed late, or never
+            # replaced, and then a plain gather would wait for ever.
+            return self._within(max(0.001, deadline - time.monotonic()), self.client.gather,
+                                per_worker)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            if self._timed_out(deadline):
+                raise self._timeout_error(tag) from exc
+            raise
+
+    def _within(self, seconds, method, *args):
+        """``method(*args)``, a blocking method of the client, given up after `seconds`.
+
+        Raises TimeoutError (asyncio's on Python 3.10) when time is up.
+        """
+        async def call():
+            # In the client's event loop its methods return awaitables.
+            return await method(*args)
+
+        return self.client.sync(call, callback_timeout=seconds)
+
+    def _small_block_starts(self, n_batches):
+        """``{block: rows of the blocks before it}`` for the blocks smaller than `n_batches`, or None."""
+        if n_batches <= 1 or min(self.block_rows) >= n_batches:
+            return None
+        if self._starts[0] != n_batches:
+            starts = np.cumsum([0] + self.block_rows[:-1]).tolist()
+            self._starts = (n_batches, {i: starts[i] for i, rows in enumerate(self.block_rows)
+                                        if rows < n_batches})
+        return self._starts[1]
 
     def step(self, batch, learning_rate):
         """One optimizer step on the gradient of `batch`; returns (cost, rows)."""
@@ -631,7 +780,8 @@ class DistributedData:
     def _step(self, optimizer, learning_rate, l2, plan):
         """The step of the batch `plan` selects (see :func:`_shard_gradient`)."""
         start = time.perf_counter()
-        results = self._run(_shard_gradient, (self.fit_key, self.spec, plan), "grad")
+        results = self._run(_shard_gradient,
+                            (self.fit_key, self.spec, plan, self._small_block_starts(plan[2])), "grad")
         self.gathered_bytes = sum(r[0].nbytes for r in results)
         total = results[0][0].astype(self.net.dtype, copy=True)
         for r in results[1:]:
@@ -692,7 +842,8 @@ class DistributedData:
         self._params = None
         self.shards = []
         try:
-            self.client.run(_forget, self.fit_key)
+            # Bounded: a stalled worker never answers (its cache then ages out).
+            self._within(self.FORGET_SECONDS, self.client.run, _forget, self.fit_key)
         except Exception:  # a worker gone: its cache went with it
             pass
 
@@ -721,6 +872,9 @@ def blockwise(est, X, method, model):
     if X.shape[1] != est.n_features_in_:
         raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
                          f"{est.n_features_in_} features as input.")
+    if X.shape[0] == 0:  # as in memory; empty blocks among others are fine
+        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is "
+                         f"required by {type(est).__name__}.")
     model = dask.delayed(model, name=f"dnnblocks-model-{uuid.uuid4().hex}")
     n_classes = len(est.classes_)
     dtype = est.network_.dtype

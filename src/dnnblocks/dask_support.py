@@ -15,8 +15,8 @@ Training (with a ``distributed.Client``: the active one, or ``client=``)
    once, worker to worker). The blocks on a worker are grouped into one
    *shard* per worker thread. Nothing but small
    metadata (row counts, the class labels) ever reaches the driver.
-2. Every step, the driver broadcasts the parameters once (one flat array,
-   ``client.scatter(..., broadcast=True)``). Each shard runs the compiled
+2. Every step, the driver sends the parameters once to each worker (one flat
+   array inside a task, so a copy lost with a worker is made again). Each shard runs the compiled
    forward/backward kernels on its blocks with a ``Network`` kept alive in the
    worker process across steps (so its buffers are reused) and returns the
    *sums* of the gradients (mean gradient x rows), the cost sum and the row
@@ -32,7 +32,9 @@ Full batch (``batch_size=None``) computes exactly the in-memory gradient, so
 the model equals the in-memory fit up to floating-point rounding. With
 mini-batches, step k of an epoch takes the k-th slice of a seeded per-block
 permutation from *every* block (each block contributes about
-``rows_in_block / n_batches`` rows, every row once per epoch); that is a
+``rows_in_block / n_batches`` rows, every row once per epoch; a block with
+fewer rows than batches deals its rows out to the batches in turn, so that no
+step is empty); that is a
 different shuffle from the in-memory one, so the two fits are statistically
 equivalent but not identical. Batches and dropout masks depend only on the
 seed, the epoch/step and the block index, never on which worker runs them, so
