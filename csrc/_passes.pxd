@@ -334,3 +334,33 @@ cdef inline void scaled_add(floating *x, const floating *g, floating alpha, Py_s
     cdef Py_ssize_t j
     for j in range(count):
         x[j] += alpha * g[j]
+
+
+cdef inline void momentum_step(
+    floating *param, const floating *grad, floating *velocity, Py_ssize_t count,
+    floating grad_scale, floating learning_rate, floating beta, floating one_minus_beta,
+    floating weight_decay,
+) noexcept nogil:
+    """The course's momentum step over `count` elements, in one pass.
+
+    With g = grad_scale * grad + weight_decay * param (the L2 term; skipped,
+    not multiplied by 0, when weight_decay is 0, so that an infinite weight
+    does not turn into NaN): velocity = beta * velocity + one_minus_beta * g
+    and param -= learning_rate * velocity. A grad_scale of 1 leaves the
+    gradient exactly as it is. `one_minus_beta` is the caller's rounding of
+    1 - beta, so that every caller rounds it the same way.
+    """
+    cdef Py_ssize_t j
+    cdef floating g, v
+    if weight_decay != 0:
+        for j in range(count):
+            g = grad_scale * grad[j] + weight_decay * param[j]
+            v = beta * velocity[j] + one_minus_beta * g
+            velocity[j] = v
+            param[j] -= learning_rate * v
+    else:
+        for j in range(count):
+            g = grad_scale * grad[j]
+            v = beta * velocity[j] + one_minus_beta * g
+            velocity[j] = v
+            param[j] -= learning_rate * v

@@ -8,6 +8,8 @@ is added to the gradient inside the loop, so nothing is stored twice.
 from cython cimport floating
 from libc.math cimport sqrt, sqrtf
 
+from _passes cimport momentum_step
+
 
 def gradient_descent_update(
     floating[:, ::1] param not None,
@@ -80,22 +82,13 @@ def momentum_update(
     """
     _check_state(param, grad, "grad")
     _check_state(param, velocity, "velocity")
-    cdef Py_ssize_t r = param.shape[0], c = param.shape[1], i, j
-    cdef floating lr = <floating> learning_rate
-    cdef floating b = <floating> beta
-    cdef floating one_minus_b = <floating> (1.0 - beta)
-    cdef floating wd = <floating> weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating g, v
+    cdef Py_ssize_t count = param.shape[0] * param.shape[1]
+    if count == 0:
+        return
     with nogil:
-        for i in range(r):
-            for j in range(c):
-                g = grad[i, j]
-                if decay:
-                    g = g + wd * param[i, j]
-                v = b * velocity[i, j] + one_minus_b * g
-                velocity[i, j] = v
-                param[i, j] -= lr * v
+        momentum_step(&param[0, 0], &grad[0, 0], &velocity[0, 0], count, <floating> 1,
+                      <floating> learning_rate, <floating> beta, <floating> (1.0 - beta),
+                      <floating> weight_decay)
 
 
 def adam_update(
