@@ -79,12 +79,13 @@ def _one_hot(y, classes):
     return Y
 
 
-def _network(n_features, classes, seed):
+def _network(n_features, classes, rng):
+    """The network DNNClassifier builds (Glorot init drawn from the fit's generator)."""
     from dnnblocks import Network
 
     k = len(classes)
     out, units = ("sigmoid", 1) if k == 2 else ("softmax", k)
-    return Network([n_features, HIDDEN, units], seed=seed, output=out)
+    return Network([n_features, HIDDEN, units], init="glorot", seed=rng, output=out)
 
 
 def _net_accuracy(net, X, y, classes):
@@ -100,9 +101,9 @@ def fit_estimator(Xtr, ytr, Xte, yte, epochs, seed):
 
     est = DNNClassifier(hidden_layer_sizes=(HIDDEN,), batch_size=BATCH, learning_rate_init=LR, alpha=ALPHA,
                         max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, random_state=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     est.fit(Xtr, ytr)
-    return time.perf_counter() - t0, est.score(Xte, yte)
+    return time.perf_counter() - t0, time.process_time() - c0, est.score(Xte, yte), est.network_
 
 
 def fit_train_loop(Xtr, ytr, Xte, yte, epochs, seed):
@@ -110,13 +111,14 @@ def fit_train_loop(Xtr, ytr, Xte, yte, epochs, seed):
     from dnnblocks.training import train
 
     classes = np.unique(ytr)
-    net = _network(Xtr.shape[1], classes, seed)
+    rng = np.random.default_rng(seed)
+    net = _network(Xtr.shape[1], classes, rng)
     Y = _one_hot(ytr, classes)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     train(net, Xtr.T, Y, epochs=epochs, batch_size=BATCH, learning_rate=LR, optimizer="adam", l2=ALPHA,
-          random_state=seed)
-    seconds = time.perf_counter() - t0
-    return seconds, _net_accuracy(net, Xte, yte, classes), net
+          random_state=rng)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return seconds, cpu, _net_accuracy(net, Xte, yte, classes), net
 
 
 def fit_epoch_runner(Xtr, ytr, Xte, yte, epochs, seed):
@@ -127,9 +129,10 @@ def fit_epoch_runner(Xtr, ytr, Xte, yte, epochs, seed):
     from dnnblocks.optimizers import get_optimizer
 
     classes = np.unique(ytr)
-    net = _network(Xtr.shape[1], classes, seed)
+    rng = np.random.default_rng(seed)
+    net = _network(Xtr.shape[1], classes, rng)
     Y = _one_hot(ytr, classes)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     X = net._check_X(Xtr.T)  # train() validates X once, so does the driver
     m = X.shape[1]
     opt = get_optimizer("adam")
@@ -137,7 +140,6 @@ def fit_epoch_runner(Xtr, ytr, Xte, yte, epochs, seed):
     bs = min(BATCH, m)
     runner = EpochRunner(net.W, net.b, net.hidden_activation, net.output, bs, optimizer=kind, state=state,
                          l2=ALPHA, **hyper)
-    rng = np.random.default_rng(seed)
     idx = np.arange(m, dtype=np.int64)
     with backend.limit_blas_threads(backend.blas_threads_policy(net.layer_dims, bs)):
         for _ in range(epochs):
@@ -145,8 +147,8 @@ def fit_epoch_runner(Xtr, ytr, Xte, yte, epochs, seed):
             result = runner.run_epoch(X, Y, idx, LR, t=opt.t, rng=rng)
             result.raise_if_diverged(LR)
             opt.t = result.t
-    seconds = time.perf_counter() - t0
-    return seconds, _net_accuracy(net, Xte, yte, classes), net
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return seconds, cpu, _net_accuracy(net, Xte, yte, classes), net
 
 
 def fit_mlp(Xtr, ytr, Xte, yte, epochs, seed):
@@ -158,10 +160,10 @@ def fit_mlp(Xtr, ytr, Xte, yte, epochs, seed):
                         max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         est.fit(Xtr, ytr)
-        seconds = time.perf_counter() - t0
-    return seconds, est.score(Xte, yte)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return seconds, cpu, est.score(Xte, yte)
 
 
 def fit_torch(Xtr, ytr, Xte, yte, epochs, seed):
@@ -184,7 +186,7 @@ def fit_torch(Xtr, ytr, Xte, yte, epochs, seed):
                                 torch.nn.Linear(HIDDEN, 1 if k == 2 else k)).double()
     opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=ALPHA / BATCH)
     m = X.shape[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         perm = torch.randperm(m)
         for start in range(0, m, BATCH):
@@ -193,15 +195,15 @@ def fit_torch(Xtr, ytr, Xte, yte, epochs, seed):
             loss = loss_fn(model(X[ids]), y[ids])
             loss.backward()
             opt.step()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     with torch.no_grad():
         out = model(Xt).numpy()
     pred = classes[(out[:, 0] > 0).astype(int)] if k == 2 else classes[np.argmax(out, axis=1)]
-    return seconds, float(np.mean(pred == yte))
+    return seconds, cpu, float(np.mean(pred == yte))
 
 
 def gemm_only_fit(Xtr, ytr, epochs):
-    """Seconds of the fit's matrix products alone: every step's GEMMs, timed per batch size."""
+    """Seconds (wall, CPU) of the fit's matrix products alone: every step's GEMMs, per batch size."""
     import numpy as np
     from dnnblocks import backend
     from dnnblocks.profiling import gemm_only_step
@@ -210,7 +212,7 @@ def gemm_only_fit(Xtr, ytr, epochs):
     dims = [Xtr.shape[1], HIDDEN, 1 if k == 2 else k]
     m = Xtr.shape[0]
     sizes = [BATCH] * (m // BATCH) + ([m % BATCH] if m % BATCH else [])
-    total = 0.0
+    total = total_cpu = 0.0
     with backend.limit_blas_threads(backend.blas_threads_policy(dims, min(BATCH, m))):
         for size in sorted(set(sizes)):
             X = np.ascontiguousarray(Xtr[:size]).T  # F-ordered, as the network reads it
@@ -218,14 +220,16 @@ def gemm_only_fit(Xtr, ytr, epochs):
             for _ in range(20):
                 run()
             reps = max(50, int(2e7 // (size * HIDDEN * dims[0] + 1)))
-            times = []
+            walls, cpus = [], []
             for _ in range(5):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(reps):
                     run()
-                times.append((time.perf_counter() - t0) / reps)
-            total += min(times) * sizes.count(size)
-    return total * epochs
+                walls.append((time.perf_counter() - t0) / reps)
+                cpus.append((time.process_time() - c0) / reps)
+            total += statistics.median(walls) * sizes.count(size)
+            total_cpu += statistics.median(cpus) * sizes.count(size)
+    return total * epochs, total_cpu * epochs
 
 
 def measure(seeds, quick):
@@ -254,7 +258,7 @@ def measure(seeds, quick):
         fn(Xtr, ytr, Xte, yte, 2, 0)
     results = {}
     for name, (Xtr, ytr, Xte, yte, epochs) in data.items():
-        entry = {"epochs": epochs, "n_train": int(Xtr.shape[0]), "seconds": {}, "accuracy": {},
+        entry = {"epochs": epochs, "n_train": int(Xtr.shape[0]), "seconds": {}, "cpu_seconds": {}, "accuracy": {},
                  "bit_identical": True}
         for seed in range(seeds):
             order = list(impls.items())
@@ -264,12 +268,15 @@ def measure(seeds, quick):
             for impl, fn in order:
                 out = fn(Xtr, ytr, Xte, yte, epochs, seed)
                 entry["seconds"].setdefault(impl, []).append(out[0])
-                entry["accuracy"].setdefault(impl, []).append(out[1])
-                if len(out) > 2:
-                    nets[impl] = out[2]
-            a, b = nets["train loop"], nets["epoch runner"]
-            entry["bit_identical"] &= all(np.array_equal(x, y) for x, y in zip(a.W + a.b, b.W + b.b))
-        entry["gemm_only"] = gemm_only_fit(Xtr, ytr, epochs)
+                entry["cpu_seconds"].setdefault(impl, []).append(out[1])
+                entry["accuracy"].setdefault(impl, []).append(out[2])
+                if len(out) > 3:
+                    nets[impl] = out[3]
+            # The runner trains what DNNClassifier.fit trains (same init, shuffles, steps).
+            for ref in ("DNNClassifier.fit", "train loop"):
+                a, b = nets[ref], nets["epoch runner"]
+                entry["bit_identical"] &= all(np.array_equal(x, y) for x, y in zip(a.W + a.b, b.W + b.b))
+        entry["gemm_only"], entry["gemm_only_cpu"] = gemm_only_fit(Xtr, ytr, epochs)
         results[name] = entry
     return {"results": results, "torch": torch_version}
 
@@ -310,16 +317,20 @@ def report(conditions, load_count):
         lines.append(f"Fit time (s, median over seeds) and test accuracy (mean), {label}:")
         lines.append("")
         lines.append("| data | epochs | " + " | ".join(impls) + " | GEMM-only | fit / GEMM | runner / GEMM "
-                     "| MLP / fit | MLP / runner |")
-        lines.append("|---|---|" + "---|" * (len(impls) + 5))
+                     "| fit / GEMM (CPU) | runner / GEMM (CPU) | MLP / fit | MLP / runner |")
+        lines.append("|---|---|" + "---|" * (len(impls) + 7))
         for name, e in res.items():
             sec = {k: _median(v) for k, v in e["seconds"].items()}
             acc = {k: statistics.mean(v) for k, v in e["accuracy"].items()}
             cells = [f"{sec[k]:.3f} ({acc[k]:.4f})" for k in impls]
             fit, run, gemm = sec["DNNClassifier.fit"], sec["epoch runner"], e["gemm_only"]
             mlp = sec.get("MLPClassifier", float("nan"))
+            cpu = {k: _median(v) for k, v in e["cpu_seconds"].items()}
+            gcpu = e["gemm_only_cpu"]
             lines.append(f"| {name} | {e['epochs']} | " + " | ".join(cells)
-                         + f" | {gemm:.3f} | {fit / gemm:.2f} | {run / gemm:.2f} | {mlp / fit:.2f} | {mlp / run:.2f} |")
+                         + f" | {gemm:.3f} | {fit / gemm:.2f} | {run / gemm:.2f} "
+                         f"| {cpu['DNNClassifier.fit'] / gcpu:.2f} | {cpu['epoch runner'] / gcpu:.2f} "
+                         f"| {mlp / fit:.2f} | {mlp / run:.2f} |")
         lines.append("")
         if "PyTorch loop" in impls:
             lines.append(f"Per epoch (ms), {label}: epoch runner vs PyTorch loop")
@@ -350,7 +361,7 @@ def report(conditions, load_count):
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     identical = all(e["bit_identical"] for c in conditions.values() for e in c["results"].values())
     lines.append("")
-    lines.append(f"Epoch runner weights equal to the train loop's to the bit: {identical}")
+    lines.append(f"Epoch runner weights equal to DNNClassifier.fit's and the train loop's to the bit: {identical}")
     return "\n".join(lines)
 
 
