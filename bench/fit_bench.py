@@ -52,13 +52,13 @@ def datasets(quick=False):
 
     out = {}
     X, y = load_digits(return_X_y=True)
-    out["digits"] = (X / 16.0, y, 20 if quick else 60)
+    out["digits"] = (X / 16.0, y, 10 if quick else 30)
     X, y = load_breast_cancer(return_X_y=True)
-    out["breast_cancer"] = (X, y, 20 if quick else 60)
+    out["breast_cancer"] = (X, y, 10 if quick else 30)
     for k in (2, 10):
         X, y = make_classification(n_samples=50_000, n_features=50, n_informative=20, n_redundant=10,
                                    n_classes=k, random_state=0)
-        out[f"table50k_{k}"] = (X, y, 3 if quick else 10)
+        out[f"table50k_{k}"] = (X, y, 2 if quick else 5)
     split = {}
     for name, (X, y, epochs) in out.items():
         Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
