@@ -277,7 +277,9 @@ def measure(seeds, quick):
                 a, b = nets[ref], nets["epoch runner"]
                 entry["bit_identical"] &= all(np.array_equal(x, y) for x, y in zip(a.W + a.b, b.W + b.b))
         entry["gemm_only"], entry["gemm_only_cpu"] = gemm_only_fit(Xtr, ytr, epochs)
+        entry["loadavg"] = os.getloadavg()
         results[name] = entry
+        print(f"  {name} done", file=sys.stderr, flush=True)
     return {"results": results, "torch": torch_version}
 
 
@@ -289,9 +291,8 @@ def _condition(load, threads, seeds, quick, load_count):
     cmd = [sys.executable, __file__, "--child", "--seeds", str(seeds)] + (["--quick"] if quick else [])
 
     def run():
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=3600)
         if out.returncode:
-            sys.stderr.write(out.stderr)
             raise SystemExit(f"benchmark child failed ({' '.join(cmd)})")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -383,6 +384,9 @@ def main(argv=None):
             key = f"{'load' if load else 'idle'}|{tag}"
             conditions[key] = _condition(load, threads, args.seeds, args.quick, args.load)
             print(f"done: {key}", file=sys.stderr, flush=True)
+            if args.json:  # as each condition completes, so that a cut-short run keeps them
+                with open(args.json, "w", encoding="utf-8") as f:
+                    json.dump({"conditions": conditions, "load": args.load, "cores": os.cpu_count()}, f, indent=1)
     text = report(conditions, args.load)
     print(text)
     if args.json:
