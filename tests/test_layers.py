@@ -28,11 +28,12 @@ LAYERS = {
     # 0 kernels: arithmetic only; the compiled modules and their NumPy twins.
     "_layer": 0, "_layer_avx2": 0, "_step": 0, "_step_avx2": 0, "_output": 0, "_update": 0,
     "_dropout": 0, "_cpu": 0, "_numpy_kernels": 0, "_numpy_step": 0, "_gram": 0, "_gram_avx2": 0,
+    "_epoch": 0, "_epoch_avx2": 0,
     # 1 base: facts and checks everything above shares.
     "backend": 1, "exceptions": 1, "_validation": 1, "initializers": 1, "optimizers": 1,
     "datasets": 1, "model_file": 1,
     # 2 engine: how a step and an epoch run.
-    "propagation": 2, "training": 2, "_safeguards": 2, "profiling": 2, "wide": 2,
+    "propagation": 2, "training": 2, "_safeguards": 2, "profiling": 2, "wide": 2, "epoch": 2,
     # 3 model.
     "network": 3,
     # 4 faces over the model.
