@@ -21,13 +21,13 @@ import weakref
 
 import numpy as np
 
-from ._validation import (
+from .._validation import (
     _all_finite, check_blas_shape, check_layer_dims, check_learning_rate, check_parameter_memory,
     check_positive_int,
 )
-from ._validation import HIDDEN_ACTIVATIONS
-from .backend import get_backend
-from .network import Network
+from .._validation import HIDDEN_ACTIVATIONS
+from ..backend import get_backend
+from ..network import Network
 
 __all__ = [
     "initialize_parameters_deep",
