@@ -16,6 +16,7 @@ legacy global generator (``np.random.seed`` then ``np.random.randn``) in the
 course's order.
 """
 
+import importlib
 import threading
 import weakref
 
@@ -495,3 +496,19 @@ def L_layer_model(X, Y, layers_dims, learning_rate=0.0075, num_iterations=3000,
         if i % 100 == 0:
             costs.append(cost)
     return {name: arr.copy() for name, arr in net.parameters.items()}, costs
+
+
+# ------------------------------------------------ the other assignments
+#: One module per course file a learner imports (see each module's docstring),
+#: loaded on first attribute access so that ``import dnnblocks.course`` stays light.
+SUBMODULES = frozenset({"app", "initialization", "regularization", "gradient_checking", "optimization"})
+
+
+def __getattr__(name):
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | SUBMODULES)
