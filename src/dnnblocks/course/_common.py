@@ -66,7 +66,7 @@ def labels_row(Y, name, m):
     return as_matrix(arr.reshape(1, m), name)
 
 
-def layer_parameters(parameters, n_layers=None):
+def layer_parameters(parameters, n_layers=None, chained=True):
     """``[(W1, b1), (W2, b2), ...]`` from a course parameter dict, checked against each other.
 
     Parameters
@@ -76,6 +76,10 @@ def layer_parameters(parameters, n_layers=None):
     n_layers : int, optional
         The number of layers the caller's network has (3 for the Course 2
         helper files); by default ``len(parameters) // 2``.
+    chained : bool, default True
+        Whether each W must take the previous layer's output. The update
+        functions do not need it (the course's own optimizer test cases
+        hold parameters that do not chain).
     """
     if not isinstance(parameters, dict):
         raise TypeError(f"parameters must be a dict with keys 'W1', 'b1', ...; got {type(parameters).__name__}")
@@ -88,7 +92,7 @@ def layer_parameters(parameters, n_layers=None):
     for l in range(1, L + 1):
         W = as_matrix(parameters[f"W{l}"], f"W{l}")
         b = as_matrix(parameters[f"b{l}"], f"b{l}")
-        if l > 1 and W.shape[1] != out[-1][0].shape[0]:
+        if chained and l > 1 and W.shape[1] != out[-1][0].shape[0]:
             raise ValueError(f"W{l} must have {out[-1][0].shape[0]} columns (W{l - 1} has "
                              f"{out[-1][0].shape[0]} rows); got shape {W.shape}")
         if b.shape != (W.shape[0], 1):
@@ -175,7 +179,7 @@ def draw_parameters(layers_dims, seed, transform):
 
 def zeros_like_parameters(parameters):
     """``{"dW1": zeros, "db1": zeros, ...}`` of the parameters' shapes (float64)."""
-    layers = layer_parameters(parameters)
+    layers = layer_parameters(parameters, chained=False)
     state = {}
     for l, (W, b) in enumerate(layers, start=1):
         state["dW" + str(l)] = np.zeros(W.shape)
@@ -297,7 +301,7 @@ def gradient_descent(kernels, parameters, grads, learning_rate):
     keys; the arrays it held before are not changed) and returned.
     """
     learning_rate = check_scalar(learning_rate, "learning_rate")
-    layers = layer_parameters(parameters)
+    layers = layer_parameters(parameters, chained=False)
     checked = []  # every gradient is checked before the first key is rebound
     for l, (W, b) in enumerate(layers, start=1):
         for name, param in (("W" + str(l), W), ("b" + str(l), b)):

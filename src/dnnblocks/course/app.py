@@ -232,7 +232,7 @@ def update_parameters(parameters, grads, learning_rate, backend="compiled"):
     learning_rate = check_scalar(learning_rate, "learning_rate")
     kernels = kernels_for(backend)
     checked = []
-    for l, (W, b) in enumerate(layer_parameters(parameters), start=1):
+    for l, (W, b) in enumerate(layer_parameters(parameters, chained=False), start=1):
         for name, param in (("W" + str(l), W), ("b" + str(l), b)):
             checked.append((name, param, gradient_of(grads, name, param.shape)))
     for name, param, grad in checked:

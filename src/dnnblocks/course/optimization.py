@@ -183,7 +183,7 @@ def initialize_velocity(parameters, backend="compiled"):
 def _state_arrays(parameters, grads, states, state_names):
     """Every parameter with its gradient and optimizer states, all checked before anything changes."""
     checked = []
-    for l, (W, b) in enumerate(layer_parameters(parameters), start=1):
+    for l, (W, b) in enumerate(layer_parameters(parameters, chained=False), start=1):
         for name, param in (("W" + str(l), W), ("b" + str(l), b)):
             grad = gradient_of(grads, name, param.shape)
             own = [gradient_of(state, name, param.shape, what=what).copy()
