@@ -302,3 +302,26 @@ def test_submodules_reachable_after_a_plain_import():
     assert out.returncode == 0, out.stderr
     assert "dnnblocks.course.optimization" in out.stdout and out.stdout.strip().endswith("False")
     assert "app" in dir(course)
+
+
+def test_dA0_is_formed_only_when_read(backend):
+    X, Y, p = problem()
+    AL, caches = app.L_model_forward(X, p, backend=backend)
+    grads = app.L_model_backward(AL, Y, caches, backend=backend)
+    assert isinstance(grads, dict) and grads.deferred == ("dA0",)
+    app.update_parameters(p, grads, 0.1, backend=backend)  # the loop never reads dA0
+    assert grads.deferred == ("dA0",)
+    caches[0][0][1][...] = 0.0  # W1 changed in place afterwards: dA0 is still the one of the call
+    AL_tb, caches_tb = tb_forward(X, problem()[2])
+    want = tb_backward(AL_tb, Y, caches_tb)
+    assert "dA0" in grads and grads.deferred == ("dA0",)
+    np.testing.assert_allclose(grads["dA0"], want["dA0"], rtol=1e-12, atol=1e-15)
+    assert grads.deferred == ()
+    order = ["dA2", "dW3", "db3", "dA1", "dW2", "db2", "dA0", "dW1", "db1"]  # the course's
+    assert list(grads) == order
+    fresh = app.L_model_backward(AL, Y, caches, backend=backend)
+    assert len(fresh) == 9 and fresh.deferred == ()
+    import pickle
+
+    again = pickle.loads(pickle.dumps(app.L_model_backward(AL_tb, Y, caches_tb, backend=backend)))
+    assert type(again) is dict and list(again) == order

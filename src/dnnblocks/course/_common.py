@@ -56,14 +56,29 @@ def as_matrix(a, name, order="C"):
 
 
 def labels_row(Y, name, m):
-    """Labels as a (1, m) float64 row: the course broadcasts a (m,) or (1, m) Y the same way."""
+    """Labels as a (1, m) row (a view when possible; the dtype is kept, as the course keeps it).
+
+    The helper files broadcast a (m,) or (1, m) Y the same way; only NumPy
+    arithmetic reads it (``A3 - Y``, the cost), never a kernel, so an int
+    array is not converted at every iteration.
+    """
+    if type(Y) is np.ndarray and Y.shape == (1, m) and Y.dtype.kind in "biuf":  # the learner's loop
+        return Y
     arr = np.asarray(Y)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     if arr.size != m or arr.ndim > 2 or (arr.ndim == 2 and arr.shape[0] != 1):
         raise ValueError(f"{name} must have shape (1, {m}) or ({m},), one label per example; "
                          f"got shape {arr.shape}")
-    return as_matrix(arr.reshape(1, m), name)
+    return arr.reshape(1, m)
+
+
+_KEYS = [("W%d" % l, "b%d" % l) for l in range(1, 65)]
+
+
+def _keys(l):
+    """``("W<l>", "b<l>")``, made once for the usual depths (the loop runs every iteration)."""
+    return _KEYS[l - 1] if l <= len(_KEYS) else ("W%d" % l, "b%d" % l)
 
 
 def layer_parameters(parameters, n_layers=None, chained=True):
@@ -84,20 +99,25 @@ def layer_parameters(parameters, n_layers=None, chained=True):
     if not isinstance(parameters, dict):
         raise TypeError(f"parameters must be a dict with keys 'W1', 'b1', ...; got {type(parameters).__name__}")
     L = len(parameters) // 2 if n_layers is None else n_layers
-    missing = [f"{p}{l}" for l in range(1, L + 1) for p in "Wb" if f"{p}{l}" not in parameters]
-    if L == 0 or missing:
-        raise ValueError(f"parameters must have the keys W1, b1, ..., W{L or 'L'}, b{L or 'L'}; "
-                         f"missing {missing or ['W1', 'b1']}")
     out = []
     for l in range(1, L + 1):
-        W = as_matrix(parameters[f"W{l}"], f"W{l}")
-        b = as_matrix(parameters[f"b{l}"], f"b{l}")
+        w_key, b_key = _keys(l)
+        W = parameters.get(w_key)
+        b = parameters.get(b_key)
+        if W is None or b is None:
+            missing = [f"{p}{k}" for k in range(1, L + 1) for p in "Wb" if f"{p}{k}" not in parameters]
+            raise ValueError(f"parameters must have the keys W1, b1, ..., W{L}, b{L}; missing {missing}")
+        W = as_matrix(W, w_key)
+        b = as_matrix(b, b_key)
         if chained and l > 1 and W.shape[1] != out[-1][0].shape[0]:
-            raise ValueError(f"W{l} must have {out[-1][0].shape[0]} columns (W{l - 1} has "
+            raise ValueError(f"{w_key} must have {out[-1][0].shape[0]} columns (W{l - 1} has "
                              f"{out[-1][0].shape[0]} rows); got shape {W.shape}")
         if b.shape != (W.shape[0], 1):
-            raise ValueError(f"b{l} must have shape ({W.shape[0]}, 1) to match W{l} {W.shape}; got {b.shape}")
+            raise ValueError(f"{b_key} must have shape ({W.shape[0]}, 1) to match {w_key} {W.shape}; "
+                             f"got {b.shape}")
         out.append((W, b))
+    if not out:
+        raise ValueError("parameters must have the keys W1, b1, ...; got none")
     return out
 
 

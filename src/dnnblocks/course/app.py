@@ -194,6 +194,115 @@ def compute_cost(AL, Y, backend="compiled"):
     return np.squeeze(np.asarray(kernels_for(backend).cross_entropy_cost(AL, Y)))
 
 
+class Gradients(dict):
+    """The dict :func:`L_model_backward` returns, with ``"dA0"`` formed on first use.
+
+    ``dA0 = W1^T dZ1``, the gradient with respect to X, is as large a
+    product as the first layer's forward GEMM and no update uses it; the
+    textbook code forms it anyway, a third of an iteration of the cat model.
+    Here it is formed when it is first read (by key, ``in``, iteration,
+    ``len``, ``keys``/``values``/``items``, printing, comparing, copying or
+    pickling), from the W1 and dZ1 of the call (a copy of W1 is kept, so a
+    later in-place change of W1 does not change it), and then stays, in the
+    course's key order. Until then nothing else differs from a plain dict.
+    """
+
+    def __init__(self, values, lazy_key, compute, after=()):
+        super().__init__(values)
+        self._lazy = (lazy_key, compute, tuple(after))
+
+    def _fill(self):
+        lazy = self._lazy
+        if lazy is None:
+            return
+        self._lazy = None
+        key, compute, after = lazy
+        value = compute()
+        # Keep the course's insertion order: dA0 before dW1 and db1.
+        moved = [(k, dict.pop(self, k)) for k in after if dict.__contains__(self, k)]
+        dict.__setitem__(self, key, value)
+        for k, v in moved:
+            dict.__setitem__(self, k, v)
+
+    @property
+    def deferred(self):
+        """The keys not formed yet: ``("dA0",)`` until it is first read, then ``()``."""
+        return () if self._lazy is None else (self._lazy[0],)
+
+    def _pending(self, key):
+        return self._lazy is not None and key == self._lazy[0]
+
+    def __missing__(self, key):
+        if self._pending(key):
+            self._fill()
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __setitem__(self, key, value):
+        if self._pending(key):
+            self._lazy = None
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        if self._pending(key):
+            self._lazy = None
+            return
+        dict.__delitem__(self, key)
+
+    def __contains__(self, key):
+        return self._pending(key) or dict.__contains__(self, key)
+
+    def _filled(name):
+        method = getattr(dict, name)
+
+        def filled(self, *args, **kwargs):
+            self._fill()
+            return method(self, *args, **kwargs)
+
+        filled.__name__ = name
+        filled.__doc__ = method.__doc__
+        return filled
+
+    for _name in ("__iter__", "__len__", "__repr__", "__eq__", "__ne__", "__reversed__", "__or__",
+                  "keys", "values", "items", "get", "pop", "popitem", "setdefault", "copy", "update"):
+        locals()[_name] = _filled(_name)
+    del _name, _filled
+
+    def __reduce_ex__(self, protocol):
+        # Copies and pickles are plain dicts (the deferred product is not picklable).
+        self._fill()
+        return (dict, (dict(dict.items(self)),))
+
+    def __reduce__(self):
+        return self.__reduce_ex__(2)
+
+
+def _first_layer_backward(dA, cache, activation, kernels):
+    """dW1 and db1 now, and the function that forms dA0 = W1^T dZ1 when it is needed.
+
+    Returns None when the arrays are not float64 (the eager path then handles them).
+    """
+    if not (isinstance(cache, (tuple, list)) and len(cache) == 2
+            and isinstance(cache[0], (tuple, list)) and len(cache[0]) == 3):
+        return None
+    (A_prev, W, b), Z = cache
+    if not all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in (dA, A_prev, W, b, Z)):
+        return None
+    dA, Z, W, b = as_matrix(dA, "dA"), as_matrix(Z, "Z"), as_matrix(W, "W"), as_matrix(b, "b")
+    A_prev = as_matrix(A_prev, "A_prev", order="any")
+    m = A_prev.shape[1]
+    if A_prev.shape[0] != W.shape[1] or b.shape != (W.shape[0], 1) or Z.shape != (W.shape[0], m) \
+            or dA.shape != Z.shape:
+        return None  # the eager path raises the precise error
+    dZ = np.empty_like(Z)
+    db = np.empty_like(b)
+    kernels.activation_backward(dA, Z, None, activation, dZ, db, 1.0 / m)
+    dW = np.empty_like(W)
+    kernels.linear_backward(dZ, A_prev, W, dW, None, 1.0 / m)
+    W_then = W.copy()
+    return dW, db, (lambda: np.dot(W_then.T, dZ))
+
+
 def L_model_backward(AL, Y, caches, backend="compiled"):
     """Backward pass of [LINEAR->RELU]*(L-1) -> LINEAR->SIGMOID, as the helper file.
 
@@ -203,10 +312,13 @@ def L_model_backward(AL, Y, caches, backend="compiled"):
     Returns
     -------
     grads : dict
-        ``"dA0"``, ..., ``"dA{L-1}"``, ``"dW1"``, ..., ``"db1"``, ...
+        ``"dA0"``, ..., ``"dA{L-1}"``, ``"dW1"``, ..., ``"db1"``, ... in the
+        course's order; a :class:`Gradients` dict, whose ``"dA0"`` (used by
+        no update) is formed only when it is read.
     """
     if not isinstance(caches, (list, tuple)) or len(caches) == 0:
         raise ValueError("caches must be the list of one cache per layer that L_model_forward returns")
+    kernels = kernels_for(backend)
     AL = as_matrix(AL, "AL")
     Y = np.asarray(Y)
     if Y.size != AL.size:
@@ -214,12 +326,16 @@ def L_model_backward(AL, Y, caches, backend="compiled"):
     Y = as_matrix(Y.reshape(AL.shape), "Y")
     L = len(caches)
     grads = {}
-    dAL = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
-    grads["dA" + str(L - 1)], grads["dW" + str(L)], grads["db" + str(L)] = \
-        linear_activation_backward(dAL, caches[L - 1], "sigmoid", backend)
-    for l in reversed(range(L - 1)):
-        dA_prev, dW, db = linear_activation_backward(grads["dA" + str(l + 1)], caches[l], "relu", backend)
-        grads["dA" + str(l)], grads["dW" + str(l + 1)], grads["db" + str(l + 1)] = dA_prev, dW, db
+    dA = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
+    for l in reversed(range(L)):
+        activation = "sigmoid" if l == L - 1 else "relu"
+        if l == 0:
+            first = _first_layer_backward(dA, caches[0], activation, kernels)
+            if first is not None:
+                grads["dW1"], grads["db1"] = first[0], first[1]
+                return Gradients(grads, "dA0", first[2], after=("dW1", "db1"))
+        dA, dW, db = linear_activation_backward(dA, caches[l], activation, kernels)
+        grads["dA" + str(l)], grads["dW" + str(l + 1)], grads["db" + str(l + 1)] = dA, dW, db
     return grads
 
 
