@@ -325,3 +325,27 @@ def test_dA0_is_formed_only_when_read(backend):
 
     again = pickle.loads(pickle.dumps(app.L_model_backward(AL_tb, Y, caches_tb, backend=backend)))
     assert type(again) is dict and list(again) == order
+
+
+def test_course_package_imports_only_go_down():
+    # DESIGN.md "Layers": the course's modules are layer 4 and import only from
+    # layers 0-4 (tests/test_layers.py scans the package's top-level files).
+    import ast
+
+    import dnnblocks
+
+    allowed_below = {"_validation", "backend", "exceptions", "initializers", "optimizers", "datasets",
+                     "training", "_safeguards", "profiling", "network", "gradcheck",
+                     "_numpy_kernels", "_numpy_step"}
+    folder = Path(dnnblocks.__file__).parent / "course"
+    files = sorted(folder.glob("*.py"))
+    assert {f.stem for f in files} >= {"__init__", "_common", "app", "initialization", "regularization",
+                                       "gradient_checking", "optimization"}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module.split(".")[0] in allowed_below, (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert node.module.split(".")[0] != "dnnblocks", (path.name, node.module)
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] != "dnnblocks" for a in node.names), path.name

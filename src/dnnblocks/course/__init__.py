@@ -193,7 +193,7 @@ def _unpack_cache(cache, name, size, layout):
 
 
 # ------------------------------------------------------------- initialisation
-def initialize_parameters_deep(layer_dims, seed=3, scale=0.01):
+def initialize_parameters_deep(layer_dims, seed=3, scale=0.01, backend="compiled"):
     """The course's deep initialisation: ``W = randn(n[l], n[l-1]) * 0.01``, ``b = 0``.
 
     Parameters
@@ -206,12 +206,15 @@ def initialize_parameters_deep(layer_dims, seed=3, scale=0.01):
     scale : float or "sqrt", default 0.01
         Multiplier of the standard-normal draws. ``"sqrt"`` divides by
         ``sqrt(n[l-1])`` instead, as the application notebook does (with seed 1).
+    backend : {"compiled", "numpy"}
+        Accepted like every function's (the draws are NumPy's either way).
 
     Returns
     -------
     parameters : dict
         ``"W1"``, ``"b1"``, ..., float64 arrays.
     """
+    get_backend(backend)
     dims = check_layer_dims(layer_dims)
     check_parameter_memory(dims, np.float64, "layer_dims")  # before the draws allocate
     if seed is not None:

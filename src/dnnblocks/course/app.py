@@ -121,7 +121,7 @@ def _cat_files(path):
     )
 
 
-def load_data(path=None):
+def load_data(path=None, backend="compiled"):
     """The cat / non-cat images, as the helper file returns them.
 
     Parameters
@@ -142,6 +142,7 @@ def load_data(path=None):
     classes : ndarray of bytes (2,)
         ``[b'non-cat', b'cat']``.
     """
+    kernels_for(backend)
     where = _cat_files(path)
     if where.suffix == ".npz":
         with np.load(where, allow_pickle=False) as f:
@@ -377,8 +378,9 @@ def predict(X, y, parameters, backend="compiled"):
     return p
 
 
-def print_mislabeled_images(classes, X, y, p):
+def print_mislabeled_images(classes, X, y, p, backend="compiled"):
     """Show the images whose prediction is wrong (needs matplotlib: ``pip install dnnblocks[plot]``)."""
+    kernels_for(backend)
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:

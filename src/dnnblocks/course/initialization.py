@@ -142,11 +142,12 @@ def predict_dec(parameters, X, backend="compiled"):
     return a3 > 0.5
 
 
-def plot_decision_boundary(model, X, y):
+def plot_decision_boundary(model, X, y, backend="compiled"):
     """Draw the decision boundary of ``model`` (a function of an (m, 2) grid) over the data.
 
     Needs matplotlib (``pip install dnnblocks[plot]``).
     """
+    kernels_for(backend)
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -165,7 +166,7 @@ def plot_decision_boundary(model, X, y):
     plt.show()
 
 
-def load_dataset():
+def load_dataset(backend="compiled"):
     """The notebook's two circles: 300 training and 100 test points.
 
     Built as ``init_utils`` builds them: ``np.random.seed(1)``, then
@@ -181,6 +182,7 @@ def load_dataset():
     test_X : ndarray (2, 100)
     test_Y : ndarray (1, 100)
     """
+    kernels_for(backend)
     datasets = require_sklearn("load_dataset")
     np.random.seed(1)
     train_X, train_Y = datasets.make_circles(n_samples=300, noise=.05)

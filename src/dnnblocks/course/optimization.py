@@ -42,7 +42,7 @@ __all__ = [
 
 
 # ----------------------------------------------------------- opt_utils_v1a
-def load_params_and_grads(seed=1):
+def load_params_and_grads(seed=1, backend="compiled"):
     """The helper file's small example: ``np.random.seed(seed)``, then W1, b1, W2, b2, dW1, db1, dW2, db2.
 
     Returns
@@ -50,6 +50,7 @@ def load_params_and_grads(seed=1):
     W1, b1, W2, b2, dW1, db1, dW2, db2 : ndarray
         Shapes (2, 3), (2, 1), (3, 3), (3, 1) and the same for the gradients.
     """
+    kernels_for(backend)
     np.random.seed(seed)
     W1 = np.random.randn(2, 3)
     b1 = np.random.randn(2, 1)
@@ -117,7 +118,7 @@ def predict(X, y, parameters, backend="compiled"):
     return p
 
 
-def load_dataset():
+def load_dataset(backend="compiled"):
     """The notebook's two moons: ``np.random.seed(3)``, then ``make_moons(n_samples=300, noise=.2)``.
 
     Needs scikit-learn (``pip install dnnblocks[sklearn]``); no scatter plot.
@@ -127,6 +128,7 @@ def load_dataset():
     train_X : ndarray (2, 300)
     train_Y : ndarray (1, 300)
     """
+    kernels_for(backend)
     datasets = require_sklearn("load_dataset")
     np.random.seed(3)
     train_X, train_Y = datasets.make_moons(n_samples=300, noise=.2)
@@ -249,13 +251,15 @@ def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01, 
     return parameters, v, s, v_corrected, s_corrected
 
 
-def update_lr(learning_rate0, epoch_num, decay_rate):
+def update_lr(learning_rate0, epoch_num, decay_rate, backend="compiled"):
     """``learning_rate0 / (1 + decay_rate * epoch_num)``."""
+    kernels_for(backend)
     return 1 / (1 + decay_rate * epoch_num) * learning_rate0
 
 
-def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
+def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000, backend="compiled"):
     """``learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))``."""
+    kernels_for(backend)
     return 1 / (1 + decay_rate * np.floor(epoch_num / time_interval)) * learning_rate0
 
 

@@ -117,7 +117,7 @@ def _two_dimensional_points(rng, m):
     return X, Y.reshape(1, m)
 
 
-def load_2D_dataset(seed=0):
+def load_2D_dataset(seed=0, backend="compiled"):
     """A two-class 2-D data set shaped like the notebook's (211 training, 200 test points).
 
     **Not the course's data**: the course reads ``datasets/data.mat``, which
@@ -138,6 +138,7 @@ def load_2D_dataset(seed=0):
     test_X : ndarray (2, 200)
     test_Y : ndarray of int (1, 200)
     """
+    kernels_for(backend)
     rng = np.random.default_rng(seed)
     train_X, train_Y = _two_dimensional_points(rng, 211)
     test_X, test_Y = _two_dimensional_points(rng, 200)
