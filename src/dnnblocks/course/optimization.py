@@ -162,8 +162,13 @@ def random_mini_batches(X, Y, mini_batch_size=64, seed=0, backend="compiled"):
     if Y.size != m:
         raise ValueError(f"Y must hold one label per example ({m}); got shape {Y.shape}")
     np.random.seed(seed)
-    permutation = list(np.random.permutation(m))
-    shuffled_X = X[:, permutation]
+    # The same draws as the course's list(np.random.permutation(m)); an
+    # index array gathers the columns without a Python list.
+    permutation = np.random.permutation(m)
+    # Gathered with the examples as rows and transposed back: every
+    # mini-batch is then one contiguous block (F-ordered), which the kernels
+    # read in place, instead of a strided slice copied at every use.
+    shuffled_X = np.asarray(X).T[permutation].T
     shuffled_Y = Y.reshape(1, m)[:, permutation].reshape((1, m))
     mini_batches = []
     num_complete_minibatches = math.floor(m / mini_batch_size)
