@@ -26,7 +26,7 @@ import numpy as np
 
 from ._common import (
     as_matrix, cross_entropy, draw_parameters, gradient_descent, gradient_of, kernels_for,
-    labels_row, layer_parameters, predict_labels, require_sklearn, three_layer_backward,
+    labels_row, layer_parameters, parameter_keys, predict_labels, require_sklearn, three_layer_backward,
     three_layer_forward, unpack_three_layer_cache, zeros_like_parameters,
 )
 from .._validation import check_positive_int, check_scalar
@@ -191,7 +191,7 @@ def _state_arrays(parameters, grads, states, state_names):
     """Every parameter with its gradient and optimizer states, all checked before anything changes."""
     checked = []
     for l, (W, b) in enumerate(layer_parameters(parameters, chained=False), start=1):
-        for name, param in (("W" + str(l), W), ("b" + str(l), b)):
+        for name, param in zip(parameter_keys(l), (W, b)):
             grad = gradient_of(grads, name, param.shape)
             own = [gradient_of(state, name, param.shape, what=what).copy()
                    for state, what in zip(states, state_names)]
@@ -246,13 +246,16 @@ def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01, 
     t = check_positive_int(t, "t")
     kernels = kernels_for(backend)
     v_corrected, s_corrected = {}, {}
+    correction1 = 1 - np.power(beta1, t)  # the course's factors, computed once per step
+    correction2 = 1 - np.power(beta2, t)
     for name, param, grad, (first, second) in _state_arrays(parameters, grads, (v, s), ("v", "s")):
         new = param.copy()
         kernels.adam_update(new, grad, first, second, learning_rate, beta1, beta2, epsilon, t)
         parameters[name] = new
-        v["d" + name], s["d" + name] = first, second
-        v_corrected["d" + name] = first / (1 - np.power(beta1, t))
-        s_corrected["d" + name] = second / (1 - np.power(beta2, t))
+        key = "d" + name
+        v[key], s[key] = first, second
+        v_corrected[key] = first / correction1
+        s_corrected[key] = second / correction2
     return parameters, v, s, v_corrected, s_corrected
 
 
