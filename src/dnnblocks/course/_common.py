@@ -107,8 +107,10 @@ def layer_parameters(parameters, n_layers=None, chained=True):
         if W is None or b is None:
             missing = [f"{p}{k}" for k in range(1, L + 1) for p in "Wb" if f"{p}{k}" not in parameters]
             raise ValueError(f"parameters must have the keys W1, b1, ..., W{L}, b{L}; missing {missing}")
-        W = as_matrix(W, w_key)
-        b = as_matrix(b, b_key)
+        if not (type(W) is np.ndarray and W.dtype == np.float64 and W.ndim == 2 and W.flags.c_contiguous):
+            W = as_matrix(W, w_key)
+        if not (type(b) is np.ndarray and b.dtype == np.float64 and b.ndim == 2 and b.flags.c_contiguous):
+            b = as_matrix(b, b_key)
         if chained and l > 1 and W.shape[1] != out[-1][0].shape[0]:
             raise ValueError(f"{w_key} must have {out[-1][0].shape[0]} columns (W{l - 1} has "
                              f"{out[-1][0].shape[0]} rows); got shape {W.shape}")
@@ -174,7 +176,12 @@ def cross_entropy(a3, Y, skip_nan=True):
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         logprobs = np.multiply(-np.log(a3), Y) + np.multiply(-np.log(1 - a3), 1 - Y)
-    return np.nansum(logprobs) if skip_nan else np.sum(logprobs)
+        total = np.sum(logprobs)
+    if skip_nan and total != total:
+        # Only a NaN term makes the sum NaN: then drop those terms, as np.nansum
+        # does (which sums the same array, NaNs as 0, in the same order).
+        total = np.nansum(logprobs)
+    return total
 
 
 def draw_parameters(layers_dims, seed, transform):
