@@ -408,8 +408,12 @@ def _train(X, Y, dims, parameters, learning_rate, num_iterations, print_cost, ba
     """Full-batch gradient descent from `parameters`, with the course's records and prints.
 
     With 0/1 labels the steps run in :class:`dnnblocks.Network` (one fused
-    kernel call per step: no dW stored, no dA0 formed); with other labels
-    (the course's ``two_layer_model_test``) through the building blocks.
+    kernel call per step: no dW stored, no dA0 formed; the cost is computed
+    stably from the logits, equal to the course's to ~1e-15 per step, and a
+    step whose cost is not finite raises
+    :class:`~dnnblocks.exceptions.TrainingDivergedError` where the course
+    would go on with NaN); with other labels (the course's
+    ``two_layer_model_test``) through the building blocks.
     """
     costs = []
 
