@@ -16,18 +16,19 @@ legacy global generator (``np.random.seed`` then ``np.random.randn``) in the
 course's order.
 """
 
+import importlib
 import threading
 import weakref
 
 import numpy as np
 
-from ._validation import (
+from .._validation import (
     _all_finite, check_blas_shape, check_layer_dims, check_learning_rate, check_parameter_memory,
     check_positive_int,
 )
-from ._validation import HIDDEN_ACTIVATIONS
-from .backend import get_backend
-from .network import Network
+from .._validation import HIDDEN_ACTIVATIONS
+from ..backend import get_backend
+from ..network import Network
 
 __all__ = [
     "initialize_parameters_deep",
@@ -192,7 +193,7 @@ def _unpack_cache(cache, name, size, layout):
 
 
 # ------------------------------------------------------------- initialisation
-def initialize_parameters_deep(layer_dims, seed=3, scale=0.01):
+def initialize_parameters_deep(layer_dims, seed=3, scale=0.01, backend="compiled"):
     """The course's deep initialisation: ``W = randn(n[l], n[l-1]) * 0.01``, ``b = 0``.
 
     Parameters
@@ -205,12 +206,15 @@ def initialize_parameters_deep(layer_dims, seed=3, scale=0.01):
     scale : float or "sqrt", default 0.01
         Multiplier of the standard-normal draws. ``"sqrt"`` divides by
         ``sqrt(n[l-1])`` instead, as the application notebook does (with seed 1).
+    backend : {"compiled", "numpy"}
+        Accepted like every function's (the draws are NumPy's either way).
 
     Returns
     -------
     parameters : dict
         ``"W1"``, ``"b1"``, ..., float64 arrays.
     """
+    get_backend(backend)
     dims = check_layer_dims(layer_dims)
     check_parameter_memory(dims, np.float64, "layer_dims")  # before the draws allocate
     if seed is not None:
@@ -495,3 +499,19 @@ def L_layer_model(X, Y, layers_dims, learning_rate=0.0075, num_iterations=3000,
         if i % 100 == 0:
             costs.append(cost)
     return {name: arr.copy() for name, arr in net.parameters.items()}, costs
+
+
+# ------------------------------------------------ the other assignments
+#: One module per course file a learner imports (see each module's docstring),
+#: loaded on first attribute access so that ``import dnnblocks.course`` stays light.
+SUBMODULES = frozenset({"app", "initialization", "regularization", "gradient_checking", "optimization"})
+
+
+def __getattr__(name):
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | SUBMODULES)
