@@ -8,7 +8,7 @@ Two tables.
 1. ``--shapes``: one iteration of the step-by-step assignment's loop written
    with :mod:`dnnblocks.course` (``L_model_forward``, ``compute_cost``,
    ``L_model_backward``, ``update_parameters``) on each backend, against the
-   same iteration in the textbook NumPy code (``dnnblocks.benchmark``'s
+   same iteration in the textbook NumPy code (``bench/peers.py``'s
    ``textbook`` implementation), on the benchmark's shapes and data.
 2. ``--loops``: the loops a learner writes in the other assignments, each as
    the course's helper file writes it in NumPy ("textbook", written out
@@ -42,6 +42,8 @@ import numpy as np
 
 from dnnblocks import benchmark, course
 from dnnblocks.course import app, initialization, optimization
+
+import peers  # bench/peers.py: the textbook code
 
 
 def course_iteration(X, Y, params, backend, learning_rate=benchmark.LEARNING_RATE):
@@ -282,7 +284,7 @@ def shapes_table(shapes, repeats, pause):
     for shape in shapes:
         dims, m = benchmark.SHAPES[shape]
         X, Y, W0, b0 = benchmark.make_problem(dims, m, "float64")
-        textbook = benchmark.make_implementation("textbook", dims, X, Y, W0, b0)
+        textbook = peers.make_implementation("textbook", dims, X, Y, W0, b0)
         runs = {"textbook": textbook.step}
         for backend in ("compiled", "numpy"):
             params = {f"{p}{l + 1}": a.copy() for l in range(len(W0)) for p, a in (("W", W0[l]), ("b", b0[l]))}
