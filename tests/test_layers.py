@@ -26,6 +26,7 @@ LAYERS = {
     "_dropout": 0, "_cpu": 0, "_numpy_kernels": 0, "_numpy_step": 0,
     # 1 base: facts and checks everything above shares.
     "backend": 1, "exceptions": 1, "_validation": 1, "initializers": 1, "optimizers": 1,
+    "_version": 1,
     "datasets": 1, "model_io": 1,
     # 2 engine: how a step and an epoch run.
     "training": 2, "_safeguards": 2, "profiling": 2,
