@@ -57,3 +57,13 @@ def test_classifiers_name_the_supported_pythons():
     low = re.search(r">=\s*3\.(\d+)", DIST.metadata["Requires-Python"]).group(1)
     assert f"Programming Language :: Python :: 3.{low}" in classifiers
     assert any(c.startswith("Development Status ::") for c in classifiers)
+    assert "Typing :: Typed" in classifiers
+
+
+def test_type_information_is_installed():
+    package = Path(dnnblocks.__file__).parent
+    assert (package / "py.typed").is_file()
+    compiled = sorted(p.name.split(".")[0] for p in package.glob("*.so"))
+    assert compiled and all((package / f"{name}.pyi").is_file() for name in compiled)
+    # Build templates stay out of the installed package.
+    assert not list(package.glob("*.in"))
