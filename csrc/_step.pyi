@@ -6,6 +6,8 @@ One whole gradient-descent training step (forward, cost, backward, update) in on
 from collections.abc import Sequence
 from typing import Final, TypeAlias
 
+from typing_extensions import disjoint_base
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -17,6 +19,8 @@ BLOCKS: Final[tuple[str, str, str, str, str, str]]
 FULL_SCRATCH_BYTES: Final[int]
 BLOCK_SCRATCH_BYTES: Final[int]
 
+# A cdef class: its instances have a C layout no other base can share.
+@disjoint_base
 class TrainingStep:
     @property
     def dtype(self) -> np.dtype[np.float32] | np.dtype[np.float64]: ...

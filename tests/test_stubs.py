@@ -19,7 +19,10 @@ function and a missing stub.
 
 import ast
 import importlib
+import importlib.util
 import inspect
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -198,6 +201,18 @@ def test_training_step_init_matches_its_factory():
     init = stub["TrainingStep"][1]["__init__"][1]
     factory = _runtime_parameters(module.make_training_step)
     assert init[0][0] == "self" and init[1:] == factory
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
+def test_mypy_stubtest_agrees(tmp_path):
+    # mypy's stubtest also compares the types of defaults and the classes' layout.
+    allowlist = Path(__file__).with_name("stubtest_allowlist.txt")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "--allowlist", str(allowlist),
+         *(f"dnnblocks.{name}" for name in COMPILED)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # The comparison itself: each kind of drift is caught.
