@@ -34,11 +34,11 @@ LAYERS = {
     "network": 3,
     # 4 faces over the model.
     "course": 4, "gradcheck": 4,
+    "onnx_export": 4,
     # 5 estimators.
     "estimator": 5,
     # 6 doors: what users call from outside.
     "dask_support": 6, "cli": 6, "plotting": 6, "benchmark": 6,
-    "onnx_export": 6,
     # The package's own entry points sit above everything.
     "__init__": 7, "__main__": 7,
 }

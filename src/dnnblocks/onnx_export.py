@@ -16,6 +16,11 @@ classifier also ``label`` (N,), the class of the largest probability.
 Needs the optional packages ``onnx`` (to build the graph; ``pip install
 "dnnblocks[onnx]"`` also brings ``onnxruntime`` to run it). They are imported
 only when a model is exported.
+
+Layer 4 (a view over the model): it reads a Network's parameters and, for a
+classifier, only its public ``network_`` and ``classes_``, so that
+``DNNClassifier.to_onnx`` (layer 5) and ``dnnblocks export`` (layer 6) can
+both call it.
 """
 
 import os
