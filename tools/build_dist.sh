@@ -39,6 +39,10 @@ if ((${#missing[@]})); then
 fi
 command -v strip >/dev/null || fail "strip (binutils) is needed to strip the extension modules"
 
+if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+  echo "build_dist: WARNING: uncommitted changes are not in the sdist (meson dist archives HEAD)" >&2
+fi
+
 rm -rf "$dist"
 mkdir -p "$dist" "$work/raw" "$work/stripped"
 
