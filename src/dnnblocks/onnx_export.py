@@ -23,18 +23,26 @@ classifier, only its public ``network_`` and ``classes_``, so that
 both call it.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._version import __version__
 from .model_io import load
 from .network import Network
 
+if TYPE_CHECKING:  # for annotations only: onnx is an optional package
+    import onnx
+
 __all__ = ["OPSET", "export_model_file", "to_onnx"]
 
 #: The ONNX operator set the graphs use: opset 17 (onnx 1.12, onnxruntime 1.12 and later).
-OPSET = 17
+OPSET: int = 17
 # The IR version that goes with opset 17: newer runtimes read it, older ones are not refused.
 _IR_VERSION = 8
 
@@ -61,16 +69,16 @@ def _network_and_classes(model):
     raise TypeError(f"model must be a fitted DNNClassifier or a Network; got {type(model).__name__}")
 
 
-def _check_dtype(dtype, network):
+def _check_dtype(dtype: DTypeLike | None, network: Network) -> np.dtype[Any]:
     if dtype is None:
         return np.dtype(network.dtype)
     try:
-        dtype = np.dtype(dtype)
+        chosen = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32, float64 or None; got {dtype!r}") from None
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32, float64 or None; got {dtype}")
-    return dtype
+    if chosen not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32, float64 or None; got {chosen}")
+    return chosen
 
 
 def _check_standardisation(feature_mean, feature_scale, n_features):
@@ -93,8 +101,10 @@ def _check_standardisation(feature_mean, feature_scale, n_features):
     return out
 
 
-def to_onnx(model, path=None, *, dtype=None, feature_mean=None, feature_scale=None,
-            feature_names=None):
+def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
+            dtype: DTypeLike | None = None, feature_mean: ArrayLike | None = None,
+            feature_scale: ArrayLike | None = None,
+            feature_names: Sequence[str] | None = None) -> onnx.ModelProto:
     """Write `model` as an ONNX graph (examples as rows) and return the ``onnx.ModelProto``.
 
     Parameters
@@ -132,7 +142,7 @@ def to_onnx(model, path=None, *, dtype=None, feature_mean=None, feature_scale=No
         dtype, or a standardisation of the wrong length.
     """
     network, classes = _network_and_classes(model)
-    dtype = _check_dtype(dtype, network)
+    graph_dtype = _check_dtype(dtype, network)
     n_features = network.layer_dims[0]
     standardisation = _check_standardisation(feature_mean, feature_scale, n_features)
     if feature_names is not None:
@@ -142,7 +152,7 @@ def to_onnx(model, path=None, *, dtype=None, feature_mean=None, feature_scale=No
                              f"got {len(feature_names)}")
     onnx = _import_onnx()
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
-    elem = helper.np_dtype_to_tensor_dtype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(graph_dtype)
 
     nodes, initializers = [], []
 
@@ -153,18 +163,18 @@ def to_onnx(model, path=None, *, dtype=None, feature_mean=None, feature_scale=No
     current = "X"
     if standardisation is not None:
         mean, scale = standardisation
-        nodes.append(helper.make_node("Sub", [current, constant("feature_mean", mean.astype(dtype))],
+        nodes.append(helper.make_node("Sub", [current, constant("feature_mean", mean.astype(graph_dtype))],
                                       ["X_centred"]))
-        nodes.append(helper.make_node("Div", ["X_centred", constant("feature_scale", scale.astype(dtype))],
+        nodes.append(helper.make_node("Div", ["X_centred", constant("feature_scale", scale.astype(graph_dtype))],
                                       ["X_standardised"]))
         current = "X_standardised"
 
     activations = network.activations
     for l, (W, b) in enumerate(zip(network.W, network.b), start=1):
         # Rows in: Z = A @ W.T + b.T (the course's Z = W A + b, transposed).
-        nodes.append(helper.make_node("MatMul", [current, constant(f"W{l}_T", W.T.astype(dtype))],
+        nodes.append(helper.make_node("MatMul", [current, constant(f"W{l}_T", W.T.astype(graph_dtype))],
                                       [f"ZW{l}"]))
-        nodes.append(helper.make_node("Add", [f"ZW{l}", constant(f"b{l}", b.reshape(-1).astype(dtype))],
+        nodes.append(helper.make_node("Add", [f"ZW{l}", constant(f"b{l}", b.reshape(-1).astype(graph_dtype))],
                                       [f"Z{l}"]))
         current = f"Z{l}"
         if l < network.n_layers:
@@ -180,7 +190,7 @@ def to_onnx(model, path=None, *, dtype=None, feature_mean=None, feature_scale=No
     elif classes is not None:
         # A binary classifier: columns P(classes_[0]) = 1 - p and P(classes_[1]) = p.
         nodes.append(helper.make_node("Sigmoid", [current], ["p_positive"]))
-        nodes.append(helper.make_node("Sub", [constant("one", np.ones(1, dtype=dtype)), "p_positive"],
+        nodes.append(helper.make_node("Sub", [constant("one", np.ones(1, dtype=graph_dtype)), "p_positive"],
                                       ["p_negative"]))
         nodes.append(helper.make_node("Concat", ["p_negative", "p_positive"], ["probabilities"], axis=1))
         n_proba = 2
@@ -213,7 +223,7 @@ def to_onnx(model, path=None, *, dtype=None, feature_mean=None, feature_scale=No
     onnx_model.ir_version = _IR_VERSION
     onnx_model.doc_string = (f"dnnblocks {type(model).__name__} {list(network.layer_dims)}, "
                              f"hidden {network.hidden_activation}, output {network.output}, "
-                             f"{dtype.name}" + (", standardised input" if standardisation else ""))
+                             f"{graph_dtype.name}" + (", standardised input" if standardisation else ""))
     if feature_names is not None:
         helper.set_model_props(onnx_model, {"feature_names": ",".join(feature_names)})
     onnx.checker.check_model(onnx_model)
@@ -239,7 +249,8 @@ def _write_atomically(data, path):
         raise
 
 
-def export_model_file(model_path, onnx_path, *, dtype=None):
+def export_model_file(model_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str], *,
+                      dtype: DTypeLike | None = None) -> onnx.ModelProto:
     """Convert a model file (``.npz``) to ONNX, with the standardisation the command line stored.
 
     What ``dnnblocks export MODEL.npz MODEL.onnx`` does: the file is read with
