@@ -31,13 +31,13 @@ LAYERS = {
     "_epoch": 0, "_epoch_avx2": 0,
     # 1 base: facts and checks everything above shares.
     "backend": 1, "exceptions": 1, "_validation": 1, "initializers": 1, "optimizers": 1,
-    "datasets": 1, "model_file": 1,
+    "_version": 1, "datasets": 1, "model_file": 1,
     # 2 engine: how a step and an epoch run.
     "propagation": 2, "training": 2, "_safeguards": 2, "profiling": 2, "wide": 2, "epoch": 2,
     # 3 model.
     "network": 3,
     # 4 faces over the model.
-    "course": 4, "gradcheck": 4, "_dask_data": 4,
+    "course": 4, "gradcheck": 4, "_dask_data": 4, "onnx_export": 4,
     # 5 estimators.
     "_estimator_base": 5, "estimator": 5,
     # 6 doors: what users call from outside.

@@ -21,6 +21,7 @@ gradient_check
 """
 
 from . import optimizers
+from ._version import __version__
 from .backend import BACKENDS, KERNEL_NAMES, get_backend
 from .exceptions import ConvergenceWarning, ModelFileError, TrainingDivergedError
 from .gradcheck import gradient_check
@@ -28,7 +29,6 @@ from .model_io import load
 from .network import Network
 from .training import train
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",

@@ -1,0 +1,3 @@
+"""Type stub of the compiled module dnnblocks._cpu (csrc/_cpu.pyx): processor features."""
+
+def has_avx2_fma() -> bool: ...
