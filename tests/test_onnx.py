@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dnnblocks import DNNClassifier, Network, cli, load
-from dnnblocks.onnx_export import OPSET, export_model_file, to_onnx
+from dnnblocks.model_io import export_model_file
+from dnnblocks.onnx_export import OPSET, to_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -119,3 +120,40 @@ def test_bad_arguments():
         to_onnx(DNNClassifier())
     with pytest.raises(TypeError, match="DNNClassifier or a Network"):
         to_onnx(object())
+
+
+def test_cli_export_matches_predict(tmp_path, monkeypatch, capsys):
+    # `dnnblocks export` writes the graph `dnnblocks predict --proba` computes.
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(8)
+    raw = np.column_stack([rng.normal(50, 10, 300), rng.normal(1, 0.01, 300)])
+    label = np.where(raw[:, 0] - 50 + 800 * (raw[:, 1] - 1) > 0, "hi", "lo")
+    with open("d.csv", "w") as f:
+        f.write("u,v,y\n")
+        for row, t in zip(raw, label):
+            f.write(f"{float(row[0])!r},{float(row[1])!r},{t}\n")
+    assert cli.main(["train", "d.csv", "--target", "y", "--epochs", "3", "--out", "m.npz", "-q"]) == 0
+    assert cli.main(["export", "m.npz", "m.onnx"]) == 0
+    assert cli.main(["predict", "m.npz", "d.csv", "--proba", "--out", "p.csv"]) == 0
+    predicted = np.genfromtxt("p.csv", delimiter=",", skip_header=1, usecols=(1, 2))
+    out = run_onnx("m.onnx", raw)
+    # predict writes repr(float) text, exact for float64.
+    np.testing.assert_allclose(out["probabilities"], predicted, rtol=0, atol=1e-12)
+    assert list(out["label"]) == list(np.genfromtxt("p.csv", delimiter=",", skip_header=1,
+                                                    usecols=0, dtype=str))
+    capsys.readouterr()
+    # The output may not be the model itself; a missing model is one line, status 1.
+    assert cli.main(["export", "m.npz", "m.npz"]) == 1
+    assert cli.main(["export", "missing.npz", "x.onnx"]) == 1
+    err = capsys.readouterr().err
+    assert "missing.npz" in err and "Traceback" not in err
+
+
+def test_estimator_to_onnx(tmp_path):
+    X, y = blobs(3, n=200, n_features=4, seed=2)
+    clf = DNNClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X, y)
+    model = clf.to_onnx(tmp_path / "c.onnx")
+    assert isinstance(model, onnx.ModelProto)
+    out = run_onnx(tmp_path / "c.onnx", X)
+    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(out["label"], clf.predict(X))

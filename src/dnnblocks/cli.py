@@ -30,7 +30,7 @@ from . import benchmark
 from .model_file import check_save_target, package_version
 from ._estimator_base import DNNClassifierBase
 from .datasets import WEATHER_INPUT_COLUMNS, load_weather, weather_features
-from .model_io import load_as
+from .model_io import export_model_file, load_as
 
 __all__ = ["CLIError", "DEFAULTS", "build_parser", "main", "read_csv", "stratified_split"]
 
@@ -229,6 +229,20 @@ def build_parser():
     p.add_argument("--target", metavar="COLUMN",
                    help="the column with the true labels (default: the model's target column)")
     p.set_defaults(func=cmd_evaluate)
+
+    # -- export
+    p = sub.add_parser(
+        "export", help="convert a saved model to ONNX",
+        description="Write a model saved by 'dnnblocks train' as an ONNX graph that reads the raw "
+                    "feature columns (the standardisation stored in the model is part of the "
+                    "graph) and outputs the class probabilities and the predicted label. Needs the "
+                    "onnx package (the 'onnx' extra).",
+    )
+    p.add_argument("model", metavar="MODEL.npz", help="a model saved by 'dnnblocks train'")
+    p.add_argument("out", metavar="MODEL.onnx", help="the ONNX file to write")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="the graph's floating-point type (default: the model's own)")
+    p.set_defaults(func=cmd_export)
 
     # -- bench
     p = sub.add_parser(
@@ -1035,6 +1049,19 @@ def cmd_evaluate(args):
 
 def _fmt(value):
     return "n/a" if np.isnan(value) else f"{value:.4f}"
+
+
+def cmd_export(args):
+    _check_distinct([("MODEL.npz", args.model)], [("MODEL.onnx", args.out)])
+    _output_file(args.out, "ONNX file")
+    try:
+        import onnx  # noqa: F401  (only to say what is missing before reading the model)
+    except ImportError:
+        raise CLIError("exporting to ONNX needs the onnx package: pip install onnx "
+                       "(or the 'onnx' extra of dnnblocks)") from None
+    export_model_file(args.model, args.out, dtype=args.dtype, classifier_class=DNNClassifierBase)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def cmd_bench(args):

@@ -18,6 +18,7 @@ All the estimator's logic is in :class:`dnnblocks._estimator_base.DNNClassifierB
 """
 
 from . import exceptions as _exc
+from . import onnx_export
 from ._dask_data import is_dask_collection
 from ._estimator_base import ACTIVATIONS, INITS, SOLVERS, DNNClassifierBase
 from ._validation import check_blas_shape
@@ -198,6 +199,25 @@ class DNNClassifier(*_BASES):
         if HAVE_SKLEARN and not is_dask_collection(X):
             return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
         return DNNClassifierBase.score(self, X, y, sample_weight)
+
+    def to_onnx(self, path=None, *, dtype=None):
+        """Write the fitted classifier as an ONNX graph; see :func:`dnnblocks.onnx_export.to_onnx`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Where to write the ``.onnx`` file; None writes nothing.
+        dtype : {None, numpy.float32, numpy.float64}, default None
+            The graph's floating-point type; None keeps the model's.
+
+        Returns
+        -------
+        onnx.ModelProto
+            Input ``X`` (N, n_features); outputs ``probabilities`` (N,
+            n_classes), equal to :meth:`predict_proba` to about 1e-6 in
+            float32 and 1e-12 in float64 under onnxruntime, and ``label``.
+        """
+        return onnx_export.to_onnx(self, path, dtype=dtype)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -9,12 +9,13 @@ payload reader, chosen by the file's ``kind``.
 
 import os
 
+from . import onnx_export
 from .exceptions import ModelFileError
 from .model_file import FORMAT_NAME, FORMAT_VERSION, read_model, with_path, write_model
 from .network import network_from_record, network_record_of
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "load_as", "network_from_payload", "network_payload",
-           "read_model", "save_network", "write_model"]
+           "read_model", "save_network", "write_model", "export_model_file"]
 
 #: Older names of the network record functions, which live with Network now.
 network_payload = network_record_of
@@ -90,3 +91,32 @@ def load_as(path, classifier_class, with_extra=False):
             RecursionError) as exc:
         raise ModelFileError(f"{os.fspath(path)} has inconsistent metadata ({exc!r})") from None
     return (model, extra) if with_extra else model
+
+
+def export_model_file(model_path, onnx_path, *, dtype=None, classifier_class=None):
+    """Convert a model file (``.npz``) to ONNX, with the standardisation the command line stored.
+
+    What ``dnnblocks export MODEL.npz MODEL.onnx`` does: the file is read with
+    :func:`dnnblocks.load`; when its ``extra`` holds ``feature_mean`` and
+    ``feature_scale`` (files written by ``dnnblocks train``) the ONNX graph
+    standardises its input with them and records ``feature_names``, so it reads
+    the raw feature columns in that order.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike
+    onnx_path : str or os.PathLike
+    dtype : {None, numpy.float32, numpy.float64}, default None
+    classifier_class : type or None
+        As for :func:`load_as` (the command line passes its scikit-learn-free class).
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    model, extra = load_as(model_path, classifier_class, with_extra=True)
+    mean = extra.get("feature_mean") if isinstance(extra, dict) else None
+    scale = extra.get("feature_scale") if isinstance(extra, dict) else None
+    names = extra.get("feature_names") if isinstance(extra, dict) else None
+    return onnx_export.to_onnx(model, onnx_path, dtype=dtype, feature_mean=mean,
+                               feature_scale=scale, feature_names=names)

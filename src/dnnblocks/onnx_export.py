@@ -33,13 +33,12 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from ._version import __version__
-from .model_io import load
 from .network import Network
 
 if TYPE_CHECKING:  # for annotations only: onnx is an optional package
     import onnx
 
-__all__ = ["OPSET", "export_model_file", "to_onnx"]
+__all__ = ["OPSET", "to_onnx"]
 
 #: The ONNX operator set the graphs use: opset 17 (onnx 1.12, onnxruntime 1.12 and later).
 OPSET: int = 17
@@ -247,31 +246,3 @@ def _write_atomically(data, path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def export_model_file(model_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str], *,
-                      dtype: DTypeLike | None = None) -> onnx.ModelProto:
-    """Convert a model file (``.npz``) to ONNX, with the standardisation the command line stored.
-
-    What ``dnnblocks export MODEL.npz MODEL.onnx`` does: the file is read with
-    :func:`dnnblocks.load`; when its ``extra`` holds ``feature_mean`` and
-    ``feature_scale`` (files written by ``dnnblocks train``) the ONNX graph
-    standardises its input with them and records ``feature_names``, so it reads
-    the raw feature columns in that order.
-
-    Parameters
-    ----------
-    model_path : str or os.PathLike
-    onnx_path : str or os.PathLike
-    dtype : {None, numpy.float32, numpy.float64}, default None
-
-    Returns
-    -------
-    onnx.ModelProto
-    """
-    model, extra = load(model_path, with_extra=True)
-    mean = extra.get("feature_mean") if isinstance(extra, dict) else None
-    scale = extra.get("feature_scale") if isinstance(extra, dict) else None
-    names = extra.get("feature_names") if isinstance(extra, dict) else None
-    return to_onnx(model, onnx_path, dtype=dtype, feature_mean=mean, feature_scale=scale,
-                   feature_names=names)

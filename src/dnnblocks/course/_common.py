@@ -13,8 +13,8 @@ differences.
 import numpy as np
 
 from .._validation import check_blas_shape, check_layer_dims, check_parameter_memory, check_scalar
-from .. import wide
 from ..backend import get_backend
+from ..wide import resolve_route, train_full_batch
 
 __all__ = [
     "as_matrix", "labels_row", "layer_parameters", "three_layer_parameters", "layer_forward",
@@ -44,12 +44,12 @@ def full_batch_costs(net, X, Y, learning_rate, num_iterations, route="auto"):
     route : {"auto", "gram", "plain"}, default "auto"
         See :func:`dnnblocks.wide.resolve_route`.
     """
-    chosen = wide.resolve_route(route, n0=net.layer_dims[0], m=X.shape[1], n1=net.layer_dims[1],
-                                optimizer="sgd", output=net.output, backend_name=net.backend,
-                                iterations=num_iterations)
+    chosen = resolve_route(route, n0=net.layer_dims[0], m=X.shape[1], n1=net.layer_dims[1],
+                           optimizer="sgd", output=net.output, backend_name=net.backend,
+                           iterations=num_iterations)
     if chosen == "gram" and num_iterations:
-        yield from wide.train_full_batch(net.W, net.b, list(net.activations), X, Y, learning_rate,
-                                         num_iterations).tolist()
+        yield from train_full_batch(net.W, net.b, list(net.activations), X, Y, learning_rate,
+                                    num_iterations).tolist()
         return
     for _ in range(num_iterations):
         yield net.step(X, Y, learning_rate)
