@@ -443,3 +443,17 @@ def test_saving_over_a_symlink_is_refused_and_changes_nothing(tmp_path, dangling
     assert sorted(p.name for p in tmp_path.iterdir()) == (["link.npz"] if dangling else ["link.npz", "real.npz"])
     _net().save(target)  # the file itself can be saved, and the link then reads it
     assert isinstance(load(link), Network)
+
+
+# ------------------------------------- non-float weights: named as a wrong dtype
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_, np.complex128], ids=["int", "bool", "complex"])
+def test_weights_of_a_non_float_dtype_are_named_by_their_dtype(tmp_path, good, dtype):
+    # Integer, boolean or complex weights are finite numbers; the message must
+    # say what is wrong with them (their dtype), not call them "not finite".
+    _, meta, members = good
+    W0 = np.load(io.BytesIO(members["W0.npy"]))
+    path = _rewrite(tmp_path, meta, members, **{"W0.npy": _npy(np.ones_like(W0, dtype=dtype))})
+    with pytest.raises(ModelFileError, match=f"W0 has dtype {np.dtype(dtype)}") as info:
+        load(path)
+    assert "not finite" not in str(info.value)
+    assert "float64" in str(info.value)

@@ -158,9 +158,12 @@ def check_network_arrays(meta, arrays):
             if src is None or src.shape != shape:
                 raise ModelFileError(f"array {name} has shape {getattr(src, 'shape', None)}; the "
                                      f"architecture {list(dims)} says {shape}")
-            if src.dtype.kind != "f" or not np.isfinite(src).all():
+            if src.dtype.kind != "f":
+                raise ModelFileError(f"array {name} has dtype {src.dtype}; the architecture says "
+                                     f"{dtype} (weights are floating-point numbers)")
+            if not np.isfinite(src).all():
                 raise ModelFileError(f"array {name} holds values that are not finite numbers "
-                                     f"(dtype {src.dtype}); the file is corrupted")
+                                     f"(NaN or infinity); the file is corrupted")
             if src.dtype != dtype:
                 raise ModelFileError(f"array {name} has shape {src.shape} and dtype {src.dtype}; the "
                                      f"architecture says {shape} {dtype}")
@@ -178,7 +181,10 @@ def optimizer_from_record(meta, arrays, W, b):
     # Adam takes) would turn the weights into NaN at the next step,
     # silently: refuse it here.
     for name, a in state.items():
-        if a.dtype.kind != "f" or not np.isfinite(a).all():
+        if a.dtype.kind != "f":
+            raise ModelFileError(f"optimizer state {name} has dtype {a.dtype}; optimizer state is "
+                                 f"floating-point numbers")
+        if not np.isfinite(a).all():
             raise ModelFileError(f"optimizer state {name} holds values that are not finite numbers")
         if name.startswith("v/") and optimizer.name == "adam" and (a < 0).any():
             raise ModelFileError(f"optimizer state {name} (Adam's second moment) holds negative values")
@@ -663,8 +669,8 @@ def _read_archive(path, fh):
                 raise ModelFileError(f"{path}: array {key} has shape {shape}; the architecture "
                                      f"{list(meta['network']['layer_dims'])} says {want[0]}")
             if want is not None and dtype.kind != "f":
-                raise ModelFileError(f"{path}: array {key} holds values that are not finite numbers "
-                                     f"(dtype {dtype}); the file is corrupted")
+                raise ModelFileError(f"{path}: array {key} has dtype {dtype}; the architecture says "
+                                     f"{want[1]} (weights are floating-point numbers)")
             if want is not None and dtype != want[1]:
                 raise ModelFileError(f"{path}: array {key} has shape {shape} and dtype {dtype}; the "
                                      f"architecture says {want[0]} {want[1]}")
