@@ -19,7 +19,8 @@ Implementations, all float64, full batch, plain gradient descent:
 - ``plain``: the compiled backend's fused step (``Network.step``), today's route;
 - ``gram``: :func:`dnnblocks.wide.train_full_batch`;
 - ``numpy``: the NumPy backend (``Network(backend="numpy")``);
-- ``textbook``: the course's own NumPy code (``dnnblocks.benchmark``'s copy).
+- ``textbook``: the course's own NumPy code (``bench/peers.py``);
+- ``torch``, ``jax``: PyTorch (autograd + SGD) and JAX (jit), when importable (``bench/peers.py``).
 
 "ms/iter" is the median over repeats of a batch of iterations (for ``gram``:
 the steady state, one ``GramRoute.run`` of the batch, W1 not formed);
@@ -50,10 +51,13 @@ import numpy as np
 import dnnblocks
 from dnnblocks import backend, benchmark, course, wide
 
+import peers  # bench/peers.py: the textbook code, PyTorch and JAX
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "catvnoncat.npz"
 CAT_DIMS = [12288, 20, 7, 5, 1]
 WIDE_DIMS = [20000, 32, 1]
-IMPLEMENTATIONS = ("plain", "gram", "numpy", "textbook")
+#: Every implementation; torch and jax run when importable (bench/peers.py).
+IMPLEMENTATIONS = ("plain", "gram", "numpy", "textbook", "torch", "jax")
 
 #: The clock of every measurement, set by --clock.
 clock = time.perf_counter
@@ -98,9 +102,11 @@ class PlainRoute:
         return cost
 
 
-class Textbook:
-    def __init__(self, dims, X, Y, W, b, lr):
-        self.impl = benchmark.make_implementation("textbook", dims, np.ascontiguousarray(X), Y, W, b, lr)
+class Peer:
+    """A peer of bench/peers.py (the textbook code, PyTorch, JAX): one full-batch step per call."""
+
+    def __init__(self, name, dims, X, Y, W, b, lr):
+        self.impl = peers.make_implementation(name, dims, np.ascontiguousarray(X), Y, W, b, lr)
 
     def iterate(self, n):
         for _ in range(n):
@@ -125,8 +131,8 @@ def make(name, problem):
         return PlainRoute("compiled", dims, X, Y, W, b, lr)
     if name == "numpy":
         return PlainRoute("numpy", dims, X, Y, W, b, lr)
-    if name == "textbook":
-        return Textbook(dims, X, Y, W, b, lr)
+    if name in ("textbook", "torch", "jax"):
+        return Peer(name, dims, X, Y, W, b, lr)
     return Gram(dims, X, Y, W, b, lr)
 
 
@@ -224,6 +230,9 @@ def main(argv=None):
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     implementations = args.implementations.split(",")
+    if args.implementations == parser.get_default("implementations"):
+        runnable = peers.available_peers()
+        implementations = [n for n in implementations if n not in ("torch", "jax") or n in runnable]
     unknown = set(implementations) - set(IMPLEMENTATIONS)
     if unknown:
         parser.error(f"unknown implementations {sorted(unknown)}; expected {IMPLEMENTATIONS}")
