@@ -619,7 +619,7 @@ LOAD_CASES = [
     ("not an npz", "not a NumPy .npz archive"), ("other npz", "no '__dnnblocks__' entry"),
     ("newer format", "format 99"), ("missing W0", "'W0' is missing"),
     ("W0 wrong shape", r"W0 has shape \(2, 2\)"), ("W0 float32", "dtype float32"),
-    ("W0 str", "not finite numbers"), ("NaN in W0", "not finite numbers"), ("inf in b1", "not finite numbers"),
+    ("W0 str", r"W0 has dtype <U\d+; the architecture says float64"), ("NaN in W0", "not finite numbers"), ("inf in b1", "not finite numbers"),
     ("layer size 0", r"layer_dims\[1\] must be an integer >= 1"),
     ("layer size -4", r"layer_dims\[1\] must be an integer >= 1"),
     ("huge layer sizes", r"W0 has shape \(4, 3\); the architecture"),
@@ -656,21 +656,22 @@ def _cli_env():
 
 
 CLI_CASES = {
-    # name: (argv after "dnnblocks", csv rows to write as data.csv, stderr pattern, exit status)
+    # name: (argv after "dnnblocks", csv rows to write as data.csv, stderr pattern, exit status);
+    # option errors too exit with status 1 (the README), not argparse's 2
     "NaN feature": (["train", "data.csv", "--target", "t"], "nan", r"column 'a' holds 'nan'", 1),
     "inf feature": (["train", "data.csv", "--target", "t"], "inf", r"column 'a' holds 'inf'", 1),
     "string feature": (["train", "data.csv", "--target", "t"], "abc", r"column 'a' holds 'abc', not a number", 1),
     "complex feature": (["train", "data.csv", "--target", "t"], "1+2j", r"not a number", 1),
     "one class": (["train", "one.csv", "--target", "t"], None, "single class", 1),
     "no rows": (["train", "empty.csv", "--target", "t"], None, "no data rows", 1),
-    "layer size 0": (["train", "good.csv", "--target", "t", "--layers", "0,3"], None, "--layers", 2),
+    "layer size 0": (["train", "good.csv", "--target", "t", "--layers", "0,3"], None, "--layers", 1),
     "layer size beyond BLAS": (["train", "good.csv", "--target", "t", "--layers", "3000000000"], None,
                                "BLAS's 32-bit limit", 1),
     "learning rate NaN": (["train", "good.csv", "--target", "t", "--learning-rate", "nan"], None,
-                          "--learning-rate", 2),
+                          "--learning-rate", 1),
     "learning rate -1": (["train", "good.csv", "--target", "t", "--learning-rate", "-1"], None,
-                         "--learning-rate", 2),
-    "dropout 1": (["train", "good.csv", "--target", "t", "--dropout", "1"], None, "--dropout", 2),
+                         "--learning-rate", 1),
+    "dropout 1": (["train", "good.csv", "--target", "t", "--dropout", "1"], None, "--dropout", 1),
     "label not in model": (["evaluate", "model.npz", "newlabel.csv"], None, "the model never saw", 1),
     "features missing": (["predict", "model.npz", "fewer.csv"], None, "lacks the model's feature column", 1),
     "model file corrupt": (["predict", "good.csv", "good.csv"], None, "not a dnnblocks model file", 1),

@@ -44,10 +44,12 @@ def full_batch_costs(net, X, Y, learning_rate, num_iterations, route="auto"):
     route : {"auto", "gram", "plain"}, default "auto"
         See :func:`dnnblocks.wide.resolve_route`.
     """
-    chosen = resolve_route(route, n0=net.layer_dims[0], m=X.shape[1], n1=net.layer_dims[1],
-                           optimizer="sgd", output=net.output, backend_name=net.backend,
-                           iterations=num_iterations)
-    if chosen == "gram" and num_iterations:
+    chosen = "plain"
+    if X.shape[1] and num_iterations:  # an empty X is refused by the step, with its own message
+        chosen = resolve_route(route, n0=net.layer_dims[0], m=X.shape[1], n1=net.layer_dims[1],
+                               optimizer="sgd", output=net.output, backend_name=net.backend,
+                               iterations=num_iterations)
+    if chosen == "gram":
         yield from train_full_batch(net.W, net.b, list(net.activations), X, Y, learning_rate,
                                     num_iterations).tolist()
         return
