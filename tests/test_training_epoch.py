@@ -235,3 +235,36 @@ def test_classifier_fits_equal_by_either_engine(monkeypatch):
     by_step.partial_fit(data, y)
     np.testing.assert_array_equal(by_epoch.loss_curve_, by_step.loss_curve_)
     np.testing.assert_array_equal(by_epoch.predict_proba(data), by_step.predict_proba(data))
+
+
+def test_ctrl_c_during_a_compiled_epoch_is_held_until_it_completes(monkeypatch):
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        pytest.skip("needs the main thread with Python's default SIGINT handler")
+    original = EpochRunner.run_epoch
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)  # as if it arrived during the compiled call
+        return result
+
+    monkeypatch.setattr(EpochRunner, "run_epoch", interrupted)
+    X, Y = _problem()
+    net = Network([6, 5, 1], seed=0)
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(net, X, Y, epochs=10, batch_size=40, learning_rate=0.1, optimizer="adam", random_state=0)
+    history = info.value.dnnblocks_history
+    assert (history.n_epochs, history.steps_completed, history.samples_seen) == (3, 12, 3 * 157)
+    monkeypatch.undo()
+    reference = Network([6, 5, 1], seed=0)
+    expected = train(reference, X, Y, epochs=3, batch_size=40, learning_rate=0.1, optimizer="adam",
+                     random_state=0, engine="step")
+    np.testing.assert_array_equal(history.cost, expected.cost)
+    for a, b in zip(net.W + net.b, reference.W + reference.b):
+        np.testing.assert_array_equal(a, b)

@@ -29,6 +29,10 @@ SCHEDULES = ("constant", "inverse_time")
 #: ``"step"``, one Python call per mini-batch step. Both give the same numbers.
 ENGINES = ("epoch", "step")
 
+#: The engine of ``train(engine=None)``, hence of ``Network.fit`` and the
+#: estimators' in-memory fits; tests that watch the single steps set it to "step".
+DEFAULT_ENGINE = "epoch"
+
 
 def learning_rate_at(learning_rate, epoch, schedule="constant", decay_rate=1.0):
     """The learning rate of epoch `epoch` (counted from 0) under a schedule.
@@ -614,7 +618,7 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
           l2=0.0, dropout=0.0, schedule="constant", decay_rate=1.0, shuffle=True,
           validation_fraction=None, validation_data=None, early_stopping=False, tol=None,
           n_iter_no_change=10, random_state=None, verbose=0, start_epoch=0, callback=None,
-          stream=None, blas_threads=None, engine="epoch", route="auto", **optimizer_options):
+          stream=None, blas_threads=None, engine=None, route="auto", **optimizer_options):
     """Train `net` on (X, Y) for up to `epochs` epochs.
 
     Parameters
@@ -678,8 +682,8 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
         variable ``DNNBLOCKS_BLAS_THREADS`` ("auto" when unset). A lower
         limit already in force (``threadpoolctl``) is kept; the counts are
         restored when training ends.
-    engine : {"epoch", "step"}, default "epoch"
-        ``"epoch"`` runs each epoch in one compiled call
+    engine : {"epoch", "step"} or None, default None
+        None is :data:`DEFAULT_ENGINE` (``"epoch"``). ``"epoch"`` runs each epoch in one compiled call
         (:class:`dnnblocks.epoch.EpochRunner`: the gathers, steps and
         updates of every mini-batch without returning to Python), for the
         relu/tanh/sigmoid/identity hidden layers, sigmoid or softmax outputs
@@ -746,7 +750,9 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     if early_stopping and X_val is None:
         raise ValueError("early_stopping needs validation_fraction or validation_data")
 
-    if engine not in ENGINES:
+    if engine is None:
+        engine = DEFAULT_ENGINE
+    if not isinstance(engine, str) or engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}; got {engine!r}")
     validation = None if X_val is None else (X_val, Y_val)
     m_train = X.shape[1] if train_idx is None else len(train_idx)
@@ -931,5 +937,5 @@ def _truncate(history, n_epochs, ends):
         history.best_epoch = None
 
 
-__all__ = ["ENGINES", "GramData", "History", "InMemoryData", "Progress", "SCHEDULES", "accuracy", "learning_rate_at",
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "GramData", "History", "InMemoryData", "Progress", "SCHEDULES", "accuracy", "learning_rate_at",
            "split_validation", "train", "train_on_source"]
