@@ -374,6 +374,11 @@ class InMemoryData:
                 or self._batches.X.dtype != net.dtype or self._batches.Y.dtype != net.dtype
                 or not self._batches.Y.flags.c_contiguous):
             return None
+        dims = net.layer_dims
+        if (len(net.W) != len(dims) - 1 or len(net.b) != len(net.W)
+                or any(getattr(w, "shape", None) != (dims[l + 1], dims[l]) for l, w in enumerate(net.W))
+                or any(getattr(b, "shape", None) != (dims[l + 1], 1) for l, b in enumerate(net.b))):
+            return None  # parameters replaced by others: the per-step path names what is wrong
         try:
             if opt is None:
                 state, hyper = (), {}
