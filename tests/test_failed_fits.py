@@ -22,6 +22,7 @@ import pytest
 
 from dnnblocks import DNNClassifier, Network
 from dnnblocks import _estimator_base as estimator_module  # where the estimators build their Network
+from dnnblocks import training  # DEFAULT_ENGINE: StepRecorder watches the per-step loop
 from dnnblocks.exceptions import TrainingDivergedError
 from dnnblocks.training import train
 
@@ -177,6 +178,8 @@ class StepRecorder:
             return cost
 
         monkeypatch.setattr(Network, "validated_step", wrapper)
+        # The steps one by one: a compiled epoch (the default engine) makes no step calls to watch.
+        monkeypatch.setattr(training, "DEFAULT_ENGINE", "step")
 
 
 def needs_default_sigint():

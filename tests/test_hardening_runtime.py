@@ -27,6 +27,7 @@ import pytest
 
 import dnnblocks
 from dnnblocks import Network, get_backend
+from dnnblocks import training  # DEFAULT_ENGINE: the kernel spies watch the per-step loop
 from dnnblocks.optimizers import Adam, Momentum
 
 BACKENDS = ("compiled", "numpy")
@@ -94,6 +95,8 @@ def _interrupt_mid_step(monkeypatch, net, kernel_name, call_number, times=1):
         return out
 
     monkeypatch.setattr(kernels, kernel_name, wrapper)
+    # Kernels called step by step: the compiled epoch runner (the default engine) calls none of them.
+    monkeypatch.setattr(training, "DEFAULT_ENGINE", "step")
     return count
 
 

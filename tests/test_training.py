@@ -75,7 +75,7 @@ def test_minibatches_cover_every_example_once_per_epoch():
         return original(xb, yb, *args)
 
     net.validated_step = spy
-    net.fit(X, Y, epochs=2, batch_size=25, learning_rate=0.01, random_state=0)
+    net.fit(X, Y, epochs=2, batch_size=25, learning_rate=0.01, random_state=0, engine="step")
     assert [s[0].shape[1] for s in seen] == [25, 25, 25, 25, 3] * 2
     for epoch in (seen[:5], seen[5:]):
         cols = np.concatenate([s[0] for s in epoch], axis=1)
@@ -96,7 +96,8 @@ def test_short_last_batch_reuses_two_workspaces():
     def record(epoch, history):
         ids.append({m: id(ws) for m, ws in net._workspaces.items()})
 
-    net.fit(X, Y, epochs=4, batch_size=25, learning_rate=0.1, callback=record, random_state=0)
+    net.fit(X, Y, epochs=4, batch_size=25, learning_rate=0.1, callback=record, random_state=0,
+            engine="step")
     assert set(ids[0]) == {25, 3}
     assert all(d == ids[0] for d in ids)
 

@@ -7,7 +7,9 @@
   momentum, Adam or dropout updates the layers one after the other in Python,
   where Python's default handler would raise ``KeyboardInterrupt`` between
   two layers and leave a half-updated model. A second Ctrl-C interrupts at
-  once (a step that never ends must still be stoppable). Only in the main
+  once (a step that never ends must still be stoppable). An epoch that the
+  compiled epoch runner (``train``'s default engine) runs in one call is one
+  step here: the Ctrl-C is held until the epoch in progress completes. Only in the main
   thread, and only while Python's default handler is installed: a handler of
   the application's own is left alone.
 * **Divergence**: a step whose cost is NaN or infinite updates nothing and

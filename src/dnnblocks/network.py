@@ -466,7 +466,7 @@ class Network(_CourseViews):
         A thin wrapper of :func:`dnnblocks.training.train`; see it for the
         options (``epochs``, ``batch_size``, ``learning_rate``, ``optimizer``,
         ``l2``, ``dropout``, ``schedule``, ``validation_fraction``,
-        ``early_stopping``, ``verbose``, ...).
+        ``early_stopping``, ``route``, ``engine``, ``verbose``, ...).
 
         Returns
         -------

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from . import backend
+from . import backend, wide
+from .epoch import HIDDEN, OUTPUT_KINDS, STATE_NAMES, EpochRunner, optimizer_arrays
 from ._safeguards import TrainingGuard
 from ._validation import check_learning_rate, check_positive_int, check_scalar
 from .exceptions import TrainingDivergedError
@@ -21,6 +22,16 @@ from .optimizers import get_optimizer
 
 #: Learning-rate schedules accepted by :func:`train`.
 SCHEDULES = ("constant", "inverse_time")
+
+#: How :func:`train` runs an epoch of in-memory data: ``"epoch"``, the whole
+#: epoch in one compiled call of :class:`dnnblocks.epoch.EpochRunner` when it
+#: takes the network and optimizer (the per-step loop otherwise), or
+#: ``"step"``, one Python call per mini-batch step. Both give the same numbers.
+ENGINES = ("epoch", "step")
+
+#: The engine of ``train(engine=None)``, hence of ``Network.fit`` and the
+#: estimators' in-memory fits; tests that watch the single steps set it to "step".
+DEFAULT_ENGINE = "epoch"
 
 
 def learning_rate_at(learning_rate, epoch, schedule="constant", decay_rate=1.0):
@@ -69,6 +80,9 @@ class History:
         exception cut short.
     samples_seen : int
         Training examples in those completed steps.
+    route : {"plain", "gram"}
+        How the steps ran: ``"gram"`` is the Gram-matrix route of
+        :mod:`dnnblocks.wide` (full batch, wide data), ``"plain"`` the usual one.
 
     When training stops with an exception (Ctrl-C, a callback's exception,
     :class:`~dnnblocks.exceptions.TrainingDivergedError`, ...), the history
@@ -91,6 +105,7 @@ class History:
         self.stop_reason = "max_epochs"
         self.steps_completed = 0
         self.samples_seen = 0
+        self.route = "plain"
 
     def __repr__(self):
         last = f"{self.cost[-1]:.6g}" if self.cost else "n/a"
@@ -228,6 +243,19 @@ class _Batches:
         for start in range(0, self.m, b):
             yield self._gather(self.idx[start:start + b])
 
+    def epoch_order(self, rng, shuffle):
+        """The example indices of one epoch as :meth:`epoch` draws them, or None for X in order.
+
+        The same generator call as :meth:`epoch` (one ``rng.shuffle`` of the
+        index array per epoch of several batches), so that a whole-epoch run
+        sees the very batches the per-step loop would.
+        """
+        if self.direct:
+            return None
+        if self.n_batches > 1 and shuffle:
+            rng.shuffle(self.idx)
+        return self.idx
+
 
 class InMemoryData:
     """The in-memory data source of :func:`train_on_source`: mini-batches of (X, Y) and the steps over them.
@@ -248,7 +276,22 @@ class InMemoryData:
       :class:`~dnnblocks.exceptions.TrainingDivergedError` before updating
       anything when the cost is not finite;
     * ``evaluate()``: ``(cost, accuracy)`` on the validation set, without
-      dropout or the L2 term.
+      dropout or the L2 term;
+    * optionally ``run_epoch(epoch, learning_rate)``: the whole epoch at once,
+      returning an :class:`~dnnblocks.epoch.EpochResult` (its steps and
+      examples, its cost, whether it diverged, the weights those of the last
+      completed step), or None to have the loop run the steps one by one;
+    * optionally ``sync_parameters()``: for a source that keeps part of the
+      parameters in its own form between epochs (:class:`GramData`), write
+      them into the network; the loop calls it before anything else reads the
+      weights, and then takes no per-epoch checkpoint of them.
+
+    With ``engine="epoch"`` this source's :meth:`run_epoch` runs every epoch
+    in one call of a :class:`~dnnblocks.epoch.EpochRunner` (built at the
+    first epoch, rebuilt only if the parameter or optimizer arrays are
+    replaced), on the same shuffled order and dropout draws as the steps, so
+    with the same numbers; it returns None when the runner does not take the
+    network (its activation or output) or the optimizer, and the steps run.
 
     Parameters
     ----------
@@ -268,10 +311,12 @@ class InMemoryData:
         Shuffles the batches and draws the dropout masks.
     shuffle : bool
     validation : (X_val, Y_val) or None
+    engine : {"epoch", "step"}, default "epoch"
+        See :data:`ENGINES`.
     """
 
     def __init__(self, net, X, Y, *, batch_size, indices=None, optimizer=None, l2=0.0, keep_prob=1.0,
-                 rng, shuffle=True, validation=None):
+                 rng, shuffle=True, validation=None, engine="epoch"):
         self.net = net
         self._batches = _Batches(X, Y, batch_size, indices)
         self.n_examples = self._batches.m
@@ -279,6 +324,11 @@ class InMemoryData:
         self.optimizer, self.l2, self.keep_prob = optimizer, l2, keep_prob
         self.rng, self.shuffle = rng, shuffle
         self.validation = validation
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}; got {engine!r}")
+        self.engine = engine
+        self._runner = None
+        self._runner_state = ()
 
     @property
     def has_validation(self):
@@ -299,6 +349,149 @@ class InMemoryData:
     def evaluate(self):
         X_val, Y_val = self.validation
         return self.net.cost(X_val, Y_val), accuracy(self.net, X_val, Y_val)
+
+    def run_epoch(self, epoch, learning_rate):
+        """The whole epoch in one compiled call: an EpochResult, or None when the runner does not apply."""
+        runner = self._epoch_runner()
+        if runner is None:
+            return None
+        order = self._batches.epoch_order(self.rng, self.shuffle)
+        t = 0 if self.optimizer is None else self.optimizer.t
+        result = runner.run_epoch(self._batches.X, self._batches.Y, order, learning_rate, t=t,
+                                  rng=self.rng)
+        if self.optimizer is not None:
+            self.optimizer.t = result.t
+        return result
+
+    def _epoch_runner(self):
+        """The runner for this network and optimizer (built once, rebuilt if their arrays changed), or None."""
+        if self.engine != "epoch":
+            return None
+        net, opt = self.net, self.optimizer
+        kind = "sgd" if opt is None else opt.name
+        if (net.hidden_activation not in HIDDEN or net.output not in OUTPUT_KINDS
+                or kind not in STATE_NAMES or net.backend not in ("compiled", "numpy")
+                or self._batches.X.dtype != net.dtype or self._batches.Y.dtype != net.dtype
+                or not self._batches.Y.flags.c_contiguous):
+            return None
+        dims = net.layer_dims
+        if (len(net.W) != len(dims) - 1 or len(net.b) != len(net.W)
+                or any(getattr(w, "shape", None) != (dims[l + 1], dims[l]) for l, w in enumerate(net.W))
+                or any(getattr(b, "shape", None) != (dims[l + 1], 1) for l, b in enumerate(net.b))):
+            return None  # parameters replaced by others: the per-step path names what is wrong
+        try:
+            if opt is None:
+                state, hyper = (), {}
+            else:
+                _, state, hyper = optimizer_arrays(opt, net.W, net.b)
+            current = [a for group in state for a in group]
+            if (self._runner is not None and self._runner.uses(net.W, net.b)
+                    and len(current) == len(self._runner_state)
+                    and all(x is y for x, y in zip(current, self._runner_state))):
+                return self._runner
+            self._runner = EpochRunner(net.W, net.b, net.hidden_activation, net.output,
+                                       self._batches.batch_size, optimizer=kind, state=state, l2=self.l2,
+                                       keep_prob=self.keep_prob, backend=net.backend, **hyper)
+        except (KeyError, TypeError, ValueError):
+            # Parameters or optimizer state the runner cannot take (read-only,
+            # another network's shapes...): the per-step path says what is wrong.
+            self._runner = None
+            return None
+        self._runner_state = current
+        return self._runner
+
+
+class GramData:
+    """The data source of a full-batch fit on the Gram-matrix route (:class:`dnnblocks.wide.GramRoute`).
+
+    Follows the protocol of :class:`InMemoryData`, with one batch per epoch:
+    each step runs in the route's coordinates, where the first layer costs
+    ``n1 m^2`` multiply-adds instead of ``2 n1 n0 m``, and ``W[0]`` is formed
+    only by :meth:`sync_parameters` (the loop calls it before anything reads
+    the weights, and at the end). The results are the plain route's to
+    rounding (about 1e-12 relative in float64).
+
+    Parameters
+    ----------
+    net : dnnblocks.Network
+        A sigmoid output; its parameters are finite.
+    X, Y : ndarray
+        The whole training set, ``(n[0], m)`` and 0/1 labels ``(n[L], m)``.
+    optimizer : Optimizer
+        Plain gradient descent or momentum, holding no state yet; momentum
+        gets the route's step count and velocities at :meth:`sync_parameters`.
+    l2 : float
+    validation : (X_val, Y_val) or None
+    blas_threads : None, "auto" or int
+        As in :func:`train`, for the route's products.
+    """
+
+    route = "gram"
+    n_batches = 1
+
+    def __init__(self, net, X, Y, *, optimizer, l2=0.0, validation=None, blas_threads=None):
+        self.net = net
+        self.optimizer = optimizer
+        self.n_examples = X.shape[1]
+        self.validation = validation
+        self.blas_threads = blas_threads
+        momentum = optimizer if optimizer.name == "momentum" else None
+        self._route = wide.GramRoute(net.W, net.b, net.activations, X, Y, l2=l2, momentum=momentum,
+                                     blas_threads=blas_threads)
+        self._counted = 0  # route iterations already reported to the optimizer
+
+    @property
+    def has_validation(self):
+        return self.validation is not None
+
+    def thread_limit(self, blas_threads):
+        return None  # the route limits the threads of its own products (GramRoute.run)
+
+    def batches(self, epoch):
+        return (None,)
+
+    def step(self, batch, learning_rate):
+        costs = self._route.run(1, learning_rate, write_back=False, blas_threads=self.blas_threads)
+        return float(costs[0]), self.n_examples
+
+    def sync_parameters(self):
+        """Form ``W[0]`` into the network and give momentum its step count and velocities."""
+        self._route.write_parameters()
+        new = self._route.iterations_done - self._counted
+        if new and self.optimizer.name == "momentum":
+            vW, vb = self._route.velocities()
+            self.optimizer.load_state(self.optimizer.t + new,
+                                      {f"velocity/{i}": v for i, v in enumerate(vW + vb)},
+                                      self.net.W, self.net.b)
+        self._counted = self._route.iterations_done
+
+    def evaluate(self):
+        self.sync_parameters()
+        X_val, Y_val = self.validation
+        return self.net.cost(X_val, Y_val), accuracy(self.net, X_val, Y_val)
+
+
+def _choose_route(route, net, optimizer, m, batch_size, dropout, epochs, reads_weights):
+    """The route :func:`train` takes: ``"gram"`` or ``"plain"`` (see its `route` option)."""
+    if not isinstance(route, str) or route not in wide.ROUTES:
+        raise ValueError(f"route must be one of {wide.ROUTES}; got {route!r}")
+    if route == "plain":
+        return "plain"
+    batch = None if batch_size is None or batch_size >= m else batch_size
+    reasons = wide.gram_route_obstacles(optimizer=optimizer, dropout=dropout, batch=batch, m=m,
+                                        output=net.output, backend_name=net.backend)
+    if optimizer.name == "momentum" and (optimizer.t or optimizer.state_dict()[1]):
+        reasons.append(f"it starts momentum from zero velocity, and the optimizer already holds state "
+                       f"(t={optimizer.t})")
+    if route == "gram":
+        if reasons:
+            raise ValueError("route='gram' cannot train this fit: " + "; ".join(reasons))
+        return "gram"
+    if reasons or reads_weights:
+        return "plain"
+    return wide.resolve_route("auto", n0=net.layer_dims[0], m=m, n1=net.layer_dims[1],
+                              optimizer=optimizer, dropout=dropout, batch=batch, output=net.output,
+                              backend_name=net.backend, iterations=epochs)
 
 
 def _labels_of(net, Y):
@@ -430,7 +623,7 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
           l2=0.0, dropout=0.0, schedule="constant", decay_rate=1.0, shuffle=True,
           validation_fraction=None, validation_data=None, early_stopping=False, tol=None,
           n_iter_no_change=10, random_state=None, verbose=0, start_epoch=0, callback=None,
-          stream=None, blas_threads=None, **optimizer_options):
+          stream=None, blas_threads=None, engine=None, route="auto", **optimizer_options):
     """Train `net` on (X, Y) for up to `epochs` epochs.
 
     Parameters
@@ -494,6 +687,27 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
         variable ``DNNBLOCKS_BLAS_THREADS`` ("auto" when unset). A lower
         limit already in force (``threadpoolctl``) is kept; the counts are
         restored when training ends.
+    engine : {"epoch", "step"} or None, default None
+        None is :data:`DEFAULT_ENGINE` (``"epoch"``). ``"epoch"`` runs each epoch in one compiled call
+        (:class:`dnnblocks.epoch.EpochRunner`: the gathers, steps and
+        updates of every mini-batch without returning to Python), for the
+        relu/tanh/sigmoid/identity hidden layers, sigmoid or softmax outputs
+        and sgd/momentum/Adam; anything else runs step by step. ``"step"``
+        calls one step per mini-batch from Python. The numbers are the same
+        to the last bit (the training cost with an L2 term up to rounding).
+        A Ctrl-C during a compiled epoch is held until the epoch in progress
+        completes.
+    route : {"auto", "gram", "plain"}, default "auto"
+        The Gram-matrix route of :mod:`dnnblocks.wide` for full-batch fits
+        of wide data (many more features than examples): the first layer's
+        products with X become products with the (m, m) matrix ``X^T X``.
+        ``"auto"`` takes it when it pays (:func:`dnnblocks.wide.resolve_route`)
+        and can run (sigmoid output, sgd or momentum without state yet, no
+        dropout, full batch, compiled backend) and nothing reads the weights
+        every epoch (no validation, no callback); ``"gram"`` takes it or raises
+        ValueError saying why it cannot; ``"plain"`` never. The results
+        agree with the plain route to rounding; ``History.route`` says which
+        ran.
     **optimizer_options
         ``beta`` (momentum), ``beta1``, ``beta2``, ``epsilon`` (Adam) when
         `optimizer` is a name.
@@ -541,9 +755,27 @@ def train(net, X, Y, *, epochs=100, batch_size=None, learning_rate=0.01, optimiz
     if early_stopping and X_val is None:
         raise ValueError("early_stopping needs validation_fraction or validation_data")
 
-    source = InMemoryData(net, X, Y, batch_size=batch_size, indices=train_idx,
-                          optimizer=step_optimizer, l2=l2, keep_prob=1.0 - dropout, rng=rng,
-                          shuffle=shuffle, validation=None if X_val is None else (X_val, Y_val))
+    if engine is None:
+        engine = DEFAULT_ENGINE
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}; got {engine!r}")
+    validation = None if X_val is None else (X_val, Y_val)
+    m_train = X.shape[1] if train_idx is None else len(train_idx)
+    chosen = _choose_route(route, net, opt, m_train, batch_size, dropout, epochs,
+                           reads_weights=validation is not None or callback is not None)
+    source = None
+    if chosen == "gram":
+        X_fit, Y_fit = (X, Y) if train_idx is None else (X[:, train_idx], Y[:, train_idx])
+        try:
+            source = GramData(net, X_fit, Y_fit, optimizer=opt, l2=l2, validation=validation,
+                              blas_threads=blas_threads)
+        except ValueError:
+            if route == "gram":  # e.g. labels other than 0/1, non-finite weights
+                raise
+    if source is None:
+        source = InMemoryData(net, X, Y, batch_size=batch_size, indices=train_idx,
+                              optimizer=step_optimizer, l2=l2, keep_prob=1.0 - dropout, rng=rng,
+                              shuffle=shuffle, validation=validation, engine=engine)
     return train_on_source(net, source, epochs=epochs, learning_rate=learning_rate,
                            schedule=schedule, decay_rate=decay_rate, early_stopping=early_stopping,
                            tol=tol, n_iter_no_change=n_iter_no_change, verbose=verbose,
@@ -578,6 +810,9 @@ def train_on_source(net, source, *, epochs, learning_rate, schedule="constant", 
         raise ValueError("early_stopping needs validation_fraction or validation_data")
     history = History()
     history.n_examples = source.n_examples
+    history.route = getattr(source, "route", "plain")
+    # A source holding parameters in its own form writes them back before they are read.
+    sync = getattr(source, "sync_parameters", None)
     tracker = _EpochTracker(net, history, early_stopping=early_stopping, tol=tol,
                             n_iter_no_change=n_iter_no_change)
     progress = Progress(epochs, verbose, stream) if verbose else None
@@ -585,7 +820,8 @@ def train_on_source(net, source, *, epochs, learning_rate, schedule="constant", 
     # (steps, samples) at the end of each completed epoch, to cut the record
     # back if a divergence restores the weights of an earlier epoch.
     epoch_ends = [(0, 0)]
-    # Holds Ctrl-C until the step in progress completes; restores finite weights on divergence.
+    # Holds Ctrl-C until the step in progress (an epoch run in one compiled call: that epoch)
+    # completes; restores finite weights on divergence.
     guard = TrainingGuard(net)
     try:
         try:
@@ -595,7 +831,8 @@ def train_on_source(net, source, *, epochs, learning_rate, schedule="constant", 
                     cost = _run_epoch(source, guard, tracker, start_epoch + epoch, lr, step_callback)
                     tracker.epoch_done(cost, lr)
                     epoch_ends.append((history.steps_completed, history.samples_seen))
-                    guard.epoch_done(history.n_epochs)
+                    if sync is None:
+                        guard.epoch_done(history.n_epochs)
                     extra = {}
                     score = None
                     if source.has_validation:
@@ -604,16 +841,23 @@ def train_on_source(net, source, *, epochs, learning_rate, schedule="constant", 
                     if progress is not None:
                         progress.update(epoch + 1, cost, **extra)
                     tracker.update(epoch, cost, score)
-                    if callback is not None and callback(epoch, history):
-                        history.stop_reason = "callback"
-                        break
+                    if callback is not None:
+                        if sync is not None:
+                            sync()
+                        if callback(epoch, history):
+                            history.stop_reason = "callback"
+                            break
                     if tracker.should_stop():
                         break
+                if sync is not None:
+                    sync()
                 # Only on a normal end: an interrupted run keeps its last completed step.
                 tracker.restore_best()
         finally:
             guard.close()
     except BaseException as exc:
+        if sync is not None:
+            sync()  # the weights of the last completed step (a divergence's already are)
         # The record of the completed epochs goes with the exception, so that
         # callers (DNNClassifier) keep it in step with the weights.
         if isinstance(exc, TrainingDivergedError) and guard.checkpoint_epoch < history.n_epochs:
@@ -647,6 +891,11 @@ def _run_epoch(source, guard, tracker, epoch, learning_rate, step_callback):
     goes on.
     """
     history = tracker.history
+    run_whole = getattr(source, "run_epoch", None)
+    if run_whole is not None and step_callback is None:
+        result = run_whole(epoch, learning_rate)
+        if result is not None:
+            return _record_whole_epoch(result, guard, tracker, learning_rate)
     total, seen, steps = 0.0, 0, 0
     try:
         for batch in source.batches(epoch):
@@ -667,6 +916,22 @@ def _run_epoch(source, guard, tracker, epoch, learning_rate, step_callback):
     return total / seen
 
 
+def _record_whole_epoch(result, guard, tracker, learning_rate):
+    """Count an epoch run in one call (an EpochResult); raise its divergence or a held Ctrl-C as the steps would."""
+    history = tracker.history
+    history.steps_completed += result.steps_completed
+    history.samples_seen += result.samples_completed
+    if result.diverged:
+        # Through the guard, which puts back finite weights if the last update broke them.
+        guard.step(result.raise_if_diverged, learning_rate)
+    try:
+        guard.deliver_interrupt()
+    except KeyboardInterrupt:
+        tracker.epoch_done(result.cost, learning_rate)  # the epoch is whole: record it
+        raise
+    return result.cost
+
+
 def _truncate(history, n_epochs, ends):
     """Cut `history` back to its first `n_epochs` epochs, `ends` the (steps, samples) after them."""
     for name in ("cost", "learning_rate", "validation_cost", "validation_score"):
@@ -677,5 +942,5 @@ def _truncate(history, n_epochs, ends):
         history.best_epoch = None
 
 
-__all__ = ["History", "InMemoryData", "Progress", "SCHEDULES", "accuracy", "learning_rate_at",
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "GramData", "History", "InMemoryData", "Progress", "SCHEDULES", "accuracy", "learning_rate_at",
            "split_validation", "train", "train_on_source"]
