@@ -31,6 +31,7 @@ from .model_file import check_save_target, package_version
 from ._estimator_base import DNNClassifierBase
 from .datasets import WEATHER_INPUT_COLUMNS, load_weather, weather_features
 from .model_io import export_model_file, load_as
+from .onnx_export import require_onnx
 
 __all__ = ["CLIError", "DEFAULTS", "build_parser", "main", "read_csv", "stratified_split"]
 
@@ -1055,10 +1056,9 @@ def cmd_export(args):
     _check_distinct([("MODEL.npz", args.model)], [("MODEL.onnx", args.out)])
     _output_file(args.out, "ONNX file")
     try:
-        import onnx  # noqa: F401  (only to say what is missing before reading the model)
-    except ImportError:
-        raise CLIError("exporting to ONNX needs the onnx package: pip install onnx "
-                       "(or the 'onnx' extra of dnnblocks)") from None
+        require_onnx()  # what is missing is said before the model is read
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
     export_model_file(args.model, args.out, dtype=args.dtype, classifier_class=DNNClassifierBase)
     print(f"wrote {args.out}")
     return 0

@@ -38,7 +38,7 @@ from .network import Network
 if TYPE_CHECKING:  # for annotations only: onnx is an optional package
     import onnx
 
-__all__ = ["OPSET", "to_onnx"]
+__all__ = ["OPSET", "require_onnx", "to_onnx"]
 
 #: The ONNX operator set the graphs use: opset 17 (onnx 1.12, onnxruntime 1.12 and later).
 OPSET: int = 17
@@ -48,7 +48,8 @@ _IR_VERSION = 8
 _HIDDEN_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": None}
 
 
-def _import_onnx():
+def require_onnx():
+    """The onnx module; an ImportError naming the extra when it is not installed."""
     try:
         import onnx
     except ImportError as exc:
@@ -149,7 +150,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
         if len(feature_names) != n_features:
             raise ValueError(f"feature_names must name the {n_features} input features; "
                              f"got {len(feature_names)}")
-    onnx = _import_onnx()
+    onnx = require_onnx()
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     elem = helper.np_dtype_to_tensor_dtype(graph_dtype)
 

@@ -48,7 +48,7 @@ from ._common import (
     as_matrix,
     draw_parameters,
     full_batch_costs,
-    gradient_of,
+    gradient_descent,
     kernels_for,
     layer_parameters,
 )
@@ -353,17 +353,7 @@ def update_parameters(parameters, grads, learning_rate, backend="compiled"):
     As the helper file: the dict given is updated (its keys rebound to new
     arrays) and returned.
     """
-    learning_rate = check_scalar(learning_rate, "learning_rate")
-    kernels = kernels_for(backend)
-    checked = []
-    for l, (W, b) in enumerate(layer_parameters(parameters, chained=False), start=1):
-        for name, param in (("W" + str(l), W), ("b" + str(l), b)):
-            checked.append((name, param, gradient_of(grads, name, param.shape)))
-    for name, param, grad in checked:
-        new = param.copy()
-        kernels.gradient_descent_update(new, grad, learning_rate)
-        parameters[name] = new
-    return parameters
+    return gradient_descent(kernels_for(backend), parameters, grads, learning_rate)
 
 
 def predict(X, y, parameters, backend="compiled"):
